@@ -98,7 +98,10 @@ class ServerProcess:
             return
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.argv(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -163,8 +166,9 @@ class NatsServer(ServerProcess):
         return [find_binary("nats-server"), "-c", str(self.conf)]
 
     def is_ready(self) -> bool:
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{self.http_port}/healthz?js-enabled-only=true",
-                                    timeout=0.5) as r:
+        with urllib.request.urlopen(
+            f"http://{LOOPBACK}:{self.http_port}/healthz?js-enabled-only=true", timeout=0.5
+        ) as r:
             return bool(r.status == 200)
 
 
@@ -184,11 +188,27 @@ class EtcdServer(ServerProcess):
         client = f"http://{LOOPBACK}:{self.port}"
         peer = f"http://{LOOPBACK}:{self.peer_port}"
         return [
-            find_binary("etcd"), "--name", "n1", "--data-dir", str(self.run_dir / "data"),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"n1={peer}", "--log-level", "warn",
-            "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h",
+            find_binary("etcd"),
+            "--name",
+            "n1",
+            "--data-dir",
+            str(self.run_dir / "data"),
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"n1={peer}",
+            "--log-level",
+            "warn",
+            "--auto-compaction-mode",
+            "periodic",
+            "--auto-compaction-retention",
+            "1h",
         ]
 
     def is_ready(self) -> bool:
@@ -209,8 +229,19 @@ class RedisServer(ServerProcess):
 
     def argv(self) -> list[str]:
         return [
-            find_binary("redis-server"), "--bind", LOOPBACK, "--port", str(self.port),
-            "--dir", str(self.run_dir), "--save", "", "--appendonly", "no", "--daemonize", "no",
+            find_binary("redis-server"),
+            "--bind",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.run_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
         ]
 
     def is_ready(self) -> bool:
