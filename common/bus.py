@@ -1,0 +1,263 @@
+"""NATS JetStream connection: the streams of audio-rtc and typed publishing.
+
+The streams are created or updated idempotently at start (several services race to do it; the
+server's answer to an identical config is a no-op). All NATS errors are translated here into
+``Unavailable`` / ``DependencyTimeout`` so no caller needs to import nats.
+
+Streams (limits are part of the public contract, see docs/asyncapi.yaml):
+
+| stream       | subjects       | storage | retention                                      | dedup window |
+| ------------ | -------------- | ------- | ---------------------------------------------- | ------------ |
+| RTC_STATE    | rtc.state.>    | file    | last 16 messages per subject, at most 7 days   | 2 min        |
+| RTC_EVENTS   | rtc.events.>   | file    | last 1,000 per subject, at most 24 h           | 2 min        |
+| RTC_DLQ      | rtc.dlq.>      | file    | at most 7 days, 100,000 messages               | none         |
+
+RTC_STATE keeps only a short history per subject: etcd holds the truth, the stream only has to
+carry every change to consumers that are behind by a little, and the newest message of a
+subject is always kept, so a lagging consumer still converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import attrs
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from common import keys
+from common.errors import DependencyTimeout, Unavailable
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_DRAIN_TIMEOUT_S",
+    "DEFAULT_REQUEST_TIMEOUT_S",
+    "Bus",
+    "PublishResult",
+    "stream_configs",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_REQUEST_TIMEOUT_S = 5.0
+DEFAULT_DRAIN_TIMEOUT_S = 5.0
+DEDUP_WINDOW_S = 120.0
+DAY_S = 86_400.0
+
+
+def stream_configs() -> list[StreamConfig]:
+    """The stream definitions, in one place so docs, tests and the server agree."""
+    return [
+        StreamConfig(
+            name=keys.STATE_STREAM,
+            description="Every change of etcd state (put, delete, lease expiry) as JSON",
+            subjects=[keys.STATE_SUBJECTS],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            max_msgs_per_subject=16,
+            max_age=7 * DAY_S,
+            duplicate_window=DEDUP_WINDOW_S,
+        ),
+        StreamConfig(
+            name=keys.EVENTS_STREAM,
+            description="Domain events that are not state: migrations, Janus restarts, users",
+            subjects=[keys.EVENTS_SUBJECTS],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            max_msgs_per_subject=1000,
+            max_age=DAY_S,
+            duplicate_window=DEDUP_WINDOW_S,
+        ),
+        StreamConfig(
+            name=keys.DLQ_STREAM,
+            description="Messages a consumer could not decode, with the reason",
+            subjects=[keys.DLQ_SUBJECTS],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            max_msgs=100_000,
+            max_age=7 * DAY_S,
+        ),
+    ]
+
+
+@attrs.frozen(kw_only=True)
+class PublishResult:
+    stream: str
+    seq: int
+    is_duplicate: bool
+
+
+def _translate(exc: BaseException, what: str) -> Exception:
+    if isinstance(exc, asyncio.TimeoutError | nats.errors.TimeoutError):
+        return DependencyTimeout(f"NATS did not answer: {what}", op=what)
+    return Unavailable(f"NATS request failed: {what}: {type(exc).__name__}: {exc}", op=what)
+
+
+class Bus:
+    """One NATS connection with its JetStream context.
+
+    Use ``async with Bus.open(servers, name=...) as bus``; ``aclose()`` drains within
+    ``drain_timeout_s`` (a pull subscription left open would make drain hang for 30 s, so
+    owners unsubscribe theirs first).
+    """
+
+    def __init__(self, nc: NatsClient, *, request_timeout_s: float, drain_timeout_s: float) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=request_timeout_s)
+        self.request_timeout_s = request_timeout_s
+        self.drain_timeout_s = drain_timeout_s
+        self._reconnect_listeners: list[Callable[[], Awaitable[None] | None]] = []
+        self._is_closed = False
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: list[str],
+        *,
+        name: str,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+        ensure_streams: bool = True,
+    ) -> Bus:
+        holder: list[Bus] = []
+
+        async def on_disconnected() -> None:
+            logger.warning("NATS connection %s: connected -> disconnected", name)
+
+        async def on_reconnected() -> None:
+            logger.info("NATS connection %s: disconnected -> reconnected", name)
+            if holder:
+                await holder[0]._notify_reconnect()
+
+        async def on_error(exc: Exception) -> None:
+            logger.warning("NATS connection %s error: %s", name, exc)
+
+        async def on_closed() -> None:
+            logger.info("NATS connection %s closed", name)
+
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                nc = await nats.connect(
+                    servers=servers,
+                    name=name,
+                    connect_timeout=connect_timeout_s,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    disconnected_cb=on_disconnected,
+                    reconnected_cb=on_reconnected,
+                    error_cb=on_error,
+                    closed_cb=on_closed,
+                )
+        except Exception as exc:
+            raise Unavailable(f"cannot connect to NATS at {','.join(servers)}: {exc}") from exc
+        bus = cls(nc, request_timeout_s=request_timeout_s, drain_timeout_s=drain_timeout_s)
+        holder.append(bus)
+        if ensure_streams:
+            try:
+                await bus.ensure_streams()
+            except BaseException:
+                await nc.close()
+                raise
+        return bus
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, servers: list[str], *, name: str, **kwargs: Any) -> AsyncIterator[Bus]:
+        bus = await cls.connect(servers, name=name, **kwargs)
+        try:
+            yield bus
+        finally:
+            await bus.aclose()
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    def on_reconnect(self, listener: Callable[[], Awaitable[None] | None]) -> None:
+        """Call ``listener`` after every reconnect (consumers re-create themselves and re-snapshot)."""
+        self._reconnect_listeners.append(listener)
+
+    async def _notify_reconnect(self) -> None:
+        for listener in list(self._reconnect_listeners):
+            try:
+                result = listener()
+                if result is not None:
+                    await result
+            except Exception:
+                logger.exception("reconnect listener failed")
+
+    async def ensure_streams(self) -> None:
+        for config in stream_configs():
+            await self._ensure_stream(config)
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                try:
+                    await self.js.add_stream(config)
+                except nats.js.errors.BadRequestError as exc:
+                    # 10058: the stream exists with another config; bring it to ours.
+                    if exc.err_code != 10058:
+                        raise
+                    await self.js.update_stream(config)
+        except Exception as exc:
+            raise _translate(exc, f"ensure stream {config.name}") from exc
+
+    async def publish(self, subject: str, payload: bytes, *, msg_id: str | None = None) -> PublishResult:
+        """Publish to JetStream and wait for the stream's ack (deduplicated by ``msg_id``)."""
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                ack = await self.js.publish(subject, payload, headers=headers)
+        except Exception as exc:
+            raise _translate(exc, f"publish {subject}") from exc
+        return PublishResult(stream=ack.stream, seq=ack.seq, is_duplicate=bool(ack.duplicate))
+
+    async def publish_many(self, messages: list[tuple[str, bytes, str | None]]) -> list[PublishResult]:
+        """Publish a batch with all acks in flight at once (the relay's fast path).
+
+        JetStream stores them in send order; the call returns when every ack is in, and raises
+        if any failed (the caller then republishes the batch: ids make that harmless).
+        """
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                for subject, payload, msg_id in messages:
+                    headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+                    futures.append(await self.js.publish_async(subject, payload, headers=headers))
+                acks = await asyncio.gather(*futures)
+        except Exception as exc:
+            for fut in futures:
+                fut.cancel()
+            raise _translate(exc, f"publish batch of {len(messages)}") from exc
+        return [PublishResult(stream=a.stream, seq=a.seq, is_duplicate=bool(a.duplicate)) for a in acks]
+
+    async def aclose(self) -> None:
+        """Drain (bounded), then close. Idempotent."""
+        if self._is_closed:
+            return
+        self._is_closed = True
+        if self.nc.is_closed:
+            return
+        try:
+            async with asyncio.timeout(self.drain_timeout_s):
+                await self.nc.drain()
+        except Exception as exc:
+            logger.warning("NATS drain did not finish (%s); closing", exc)
+        finally:
+            if not self.nc.is_closed:
+                await self.nc.close()
