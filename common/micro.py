@@ -15,8 +15,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from nats.micro import Request, add_service
-from nats.micro.request import ServiceError
+from nats.micro import add_service
+from nats.micro.request import Request, ServiceError
 from nats.micro.service import Service
 
 from common.bus import Bus
