@@ -54,6 +54,7 @@ __all__ = [
     "RedisSettings",
     "SettingInfo",
     "address",
+    "at_least",
     "boolean",
     "choice",
     "describe_settings",
@@ -216,6 +217,20 @@ def key_prefix(raw: object) -> str:
     return value
 
 
+def at_least(parse: Parse, minimum: float) -> Parse:
+    """``parse``, then require the value to be >= ``minimum`` (``at_least(duration, 1)``)."""
+
+    @_kind(str(getattr(parse, "kind", "value")))
+    def bounded(raw: object) -> Any:
+        value = parse(raw)
+        if value < minimum:
+            unit = "s" if getattr(parse, "kind", "") == "duration" else ""
+            raise ValueError(f"expected at least {minimum:g}{unit}")
+        return value
+
+    return bounded
+
+
 def choice(*values: str) -> Parse:
     """One of ``values`` (case-sensitive, whitespace trimmed)."""
 
@@ -361,13 +376,8 @@ class RedisSettings:
     addr: str = setting("127.0.0.1:6379", parse=address, help="Redis host:port")
     username: str = setting("", help="Redis ACL user ('' = default user)")
     password: str = setting("", secret=True, help="Redis password")
-    db: int = setting(0, help="Redis database number")
+    db: int = setting(0, parse=at_least(integer, 0), help="Redis database number")
     tls: bool = setting(False, help="connect with TLS")
-
-    @db.validator
-    def _check_db(self, attribute: attrs.Attribute[int], value: int) -> None:
-        if value < 0:
-            raise ConfigError(f"REDIS_DB={value!r}: expected a database number >= 0", variable="REDIS_DB")
 
 
 @attrs.frozen(kw_only=True)
@@ -613,7 +623,8 @@ def describe_settings(cls: type) -> list[SettingInfo]:
     out = []
     for leaf in _spec(cls):
         value = _get(defaults, leaf.names)
-        kind = str(getattr(leaf.parse, "kind", getattr(leaf.parse, "__name__", "value")))
+        name = str(getattr(leaf.parse, "__name__", "value")).strip("_").replace("_", " ")
+        kind = str(getattr(leaf.parse, "kind", name))
         shown = _default_text(value)
         if kind == "duration":
             shown += "s"

@@ -1,0 +1,79 @@
+"""svc_mixer settings: every env name and default of the mixer (reference.md s11).
+
+Kept from the reference: ``MIXER_ID`` (mixer1), ``MIXER_IP`` (field ``host``: the address Janus
+forwards RTP to and the heartbeat advertises; 127.0.0.1 instead of "" = auto-detect),
+``MIXER_CAPACITY`` (10), ``RTP_PORT_START`` / ``RTP_PORT_END`` (10000-20000), ``KEY_BASE_URL``,
+``HLS_DIR``, ``LEASE_TTL`` (10s), ``HTTP_ADDR`` (127.0.0.1:3001), ``ETCD_PREFIX_ROOMS`` /
+``ETCD_PREFIX_MIXERS`` and the common blocks.
+
+Changed defaults: ``KEY_BASE_URL`` points at svc_users (which serves the HLS keys in this
+project, on 127.0.0.1:8085) instead of the old key server on :3101; ``HLS_DIR`` is
+``.run/hls`` (relative to the working directory) instead of ``/hls``.
+
+New: ``STATE_DIR`` (.run/mixer): pid files of the FFmpeg processes this mixer started (so a
+restart can kill orphans) and the per-room SDP files. It replaces ``TEMP_DIR`` and ``SDP_DIR``,
+which are dropped. ``ETCD_PREFIX_MIXER`` is ``ETCD_PREFIX_MIXERS``; the etcd keepalive/TLS/size
+keys, ``HTTP_TLS_*`` and ``OTEL_*`` are dropped as dead (see svc_rooms.config).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from common.config import (
+    AppSettings,
+    ConfigError,
+    EtcdSettings,
+    HttpSettings,
+    NatsSettings,
+    at_least,
+    duration,
+    integer,
+    load_settings,
+    port,
+    setting,
+    url,
+)
+
+__all__ = ["Config"]
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    app: AppSettings = attrs.field(factory=AppSettings)
+    etcd: EtcdSettings = attrs.field(factory=EtcdSettings)
+    nats: NatsSettings = attrs.field(factory=NatsSettings)
+    http: HttpSettings = attrs.field(factory=lambda: HttpSettings(addr="127.0.0.1:3001"))
+    mixer_id: str = setting("mixer1", help="module id of this mixer (heartbeat key, room assignment)")
+    host: str = setting("127.0.0.1", key="mixer_ip", help="address Janus forwards RTP to; advertised")
+    mixer_capacity: int = setting(10, parse=at_least(integer, 1), help="rooms (FFmpeg processes) taken")
+    rtp_port_start: int = setting(10000, parse=port, help="first RTP port of the pool")
+    rtp_port_end: int = setting(20000, parse=port, help="last RTP port of the pool (inclusive)")
+    key_base_url: str = setting(
+        "http://127.0.0.1:8085/hls/rooms/",
+        parse=url("http", "https"),
+        help="base of the AES-128 key URI written into playlists",
+    )
+    hls_dir: str = setting(".run/hls", help="directory FFmpeg writes HLS playlists and segments into")
+    state_dir: str = setting(".run/mixer", help="pid files and SDP files of this mixer")
+    # etcd grants leases in whole seconds
+    lease_ttl_s: float = setting(
+        10.0, key="lease_ttl", parse=at_least(duration, 1), help="heartbeat lease TTL (>= 1s)"
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.rtp_port_end < self.rtp_port_start:
+            raise ConfigError(
+                f"RTP_PORT_END={self.rtp_port_end} is below RTP_PORT_START={self.rtp_port_start}",
+                variable="RTP_PORT_END",
+            )
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, config_file: str | Path | None = None
+    ) -> Config:
+        """Defaults, then the config file (``APP_CONFIG_FILE``), then ``env`` (os.environ)."""
+        return load_settings(cls, env=env, config_file=config_file)

@@ -1,0 +1,56 @@
+"""svc_rooms settings: every env name and default of the room manager (reference.md s11).
+
+Keys kept from the reference: ``HTTP_ADDR`` (127.0.0.1:3000), ``HLS_ADV_URL`` and the common
+blocks (``APP_*``, ``ETCD_*``). New here: ``ADMIN_TOKEN`` (guards the admin API),
+``NATS_*`` (events, architecture.md s3) and ``HOUSEKEEPING_INTERVAL`` (a constant of 30 s in the
+reference, s4.3).
+
+Renamed: ``ETCD_PREFIX_ROOM_STORE`` / ``ETCD_PREFIX_JANUS_STORE`` / ``ETCD_PREFIX_MIXER_STORE`` are
+``ETCD_PREFIX_ROOMS`` / ``ETCD_PREFIX_JANUSES`` / ``ETCD_PREFIX_MIXERS``, the same names in every
+service. Dropped as dead here: ``ETCD_DIAL_KEEPALIVE_*``, ``ETCD_AUTO_SYNC_INTERVAL``,
+``ETCD_MAX_CALL_*``, ``ETCD_TLS_*`` (not wired to aetcd in this project), ``HTTP_TLS_*`` (TLS ends
+at nginx) and ``OTEL_*`` (no OpenTelemetry; metrics are Prometheus).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from common.config import (
+    AppSettings,
+    EtcdSettings,
+    HttpSettings,
+    NatsSettings,
+    duration,
+    load_settings,
+    setting,
+    url,
+)
+
+__all__ = ["Config"]
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    app: AppSettings = attrs.field(factory=AppSettings)
+    etcd: EtcdSettings = attrs.field(factory=EtcdSettings)
+    nats: NatsSettings = attrs.field(factory=NatsSettings)
+    http: HttpSettings = attrs.field(factory=lambda: HttpSettings(addr="127.0.0.1:3000"))
+    hls_adv_url: str = setting(
+        "http://127.0.0.1:8080/hls/", parse=url("http", "https"), help="public base URL of HLS playlists"
+    )
+    admin_token: str = setting(
+        "dev-admin-token", secret=True, help="bearer token of the admin API (marks, module admin)"
+    )
+    housekeeping_interval_s: float = setting(
+        30.0, key="housekeeping_interval", parse=duration, help="period of removal/migration/resync pass"
+    )
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, config_file: str | Path | None = None
+    ) -> Config:
+        return load_settings(cls, env=env, config_file=config_file)
