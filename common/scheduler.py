@@ -304,6 +304,10 @@ class KeyedScheduler:
     def pending(self, key: str) -> bool:
         return key in self._pending or key in self._dirty
 
+    def attempts(self, key: str) -> int:
+        """Consecutive failures of ``key`` since its last success or event."""
+        return self._attempts.get(key, 0)
+
     def is_running(self, key: str) -> bool:
         return key in self._tasks
 
@@ -541,15 +545,13 @@ class KeyedScheduler:
                     scheduler=self.name,
                     retry_in_s=delay_s,
                 )
+                # An event that arrived during the run and is due first wins; its enqueue has
+                # already reset the attempt count, so its run is a fresh first attempt.
                 if due is None or retry_due < due:
                     due = retry_due
                     self._attempts[key] = attempt + 1
                     self._retries += 1
                     self._m_retries.inc()
-                else:
-                    # An event arrived during the failed run and is due first: its run is a
-                    # fresh first attempt.
-                    self._attempts.pop(key, None)
         if due is not None and not self._is_closed:
             self._push(key, due)
         self._pump()
