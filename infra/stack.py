@@ -380,9 +380,14 @@ class _Transport(xmlrpc.client.Transport):
 
     def make_connection(self, host: Any) -> http.client.HTTPConnection:
         port = self._settings.values["supervisor_port"]
+        conn: http.client.HTTPConnection
         if port:
-            return http.client.HTTPConnection(LOOPBACK, int(port), timeout=RPC_TIMEOUT_S)
-        return _UnixHTTPConnection(str(socket_path(self._settings)), RPC_TIMEOUT_S)
+            conn = http.client.HTTPConnection(LOOPBACK, int(port), timeout=RPC_TIMEOUT_S)
+        else:
+            conn = _UnixHTTPConnection(str(socket_path(self._settings)), RPC_TIMEOUT_S)
+        # kept where Transport.close() looks, so closing the proxy closes the socket
+        self._connection = (host, conn)
+        return conn
 
     def send_headers(self, connection: http.client.HTTPConnection, headers: Any) -> None:
         if self._auth:
@@ -399,13 +404,14 @@ def _secret_path(settings: Settings) -> Path:
     return settings.run_dir / "supervisor.secret"
 
 
-def rpc(settings: Settings) -> Any:
+def rpc(settings: Settings, method: str, *args: Any) -> Any:
+    """Call ``supervisor.<method>(*args)`` on this run dir's supervisord (one connection per call)."""
     auth = None
     if settings.values["supervisor_port"] and _secret_path(settings).exists():
         user, pw = _secret_path(settings).read_text().split()
         auth = (user, pw)
-    proxy = xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=_Transport(settings, auth))
-    return proxy.supervisor
+    with xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=_Transport(settings, auth)) as proxy:
+        return getattr(proxy.supervisor, method)(*args)
 
 
 def supervisord_pid(settings: Settings) -> int | None:
@@ -413,14 +419,14 @@ def supervisord_pid(settings: Settings) -> int | None:
     if not settings.values["supervisor_port"] and not socket_path(settings).exists():
         return None
     try:
-        return int(rpc(settings).getPID())
+        return int(rpc(settings, "getPID"))
     except (OSError, xmlrpc.client.Error, http.client.HTTPException):
         return None
 
 
 def process_infos(settings: Settings) -> dict[str, dict[str, Any]]:
     try:
-        return {p["name"]: p for p in rpc(settings).getAllProcessInfo()}
+        return {p["name"]: p for p in rpc(settings, "getAllProcessInfo")}
     except (OSError, xmlrpc.client.Error, http.client.HTTPException):
         return {}
 
@@ -618,22 +624,22 @@ def cmd_up(settings: Settings, components: list[Component]) -> int:
         sv = _start_supervisord(settings, conf)
     else:
         # like `supervisorctl update`: pick up components added (or changed) since it started
-        added, changed, removed = rpc(settings).reloadConfig()[0]
+        added, changed, removed = rpc(settings, "reloadConfig")[0]
         for name in changed:
             say(f"{name}: its configuration changed, restarting it")
-            rpc(settings).stopProcessGroup(name)
-            rpc(settings).removeProcessGroup(name)
+            rpc(settings, "stopProcessGroup", name)
+            rpc(settings, "removeProcessGroup", name)
         for name in [*added, *changed]:
             say(f"{name}: adding it to supervisord")
-            rpc(settings).addProcessGroup(name)
+            rpc(settings, "addProcessGroup", name)
         for name in removed:
             say(f"{name}: no longer a component; stopping it")
-            rpc(settings).stopProcessGroup(name)
-            rpc(settings).removeProcessGroup(name)
+            rpc(settings, "stopProcessGroup", name)
+            rpc(settings, "removeProcessGroup", name)
         for name, info in process_infos(settings).items():
             if info["statename"] in ("FATAL", "STOPPED", "EXITED"):
                 say(f"{name} is {info['statename'].lower()}: starting it")
-                rpc(settings).startProcess(name, False)
+                rpc(settings, "startProcess", name, False)
     ok = _wait_healthy(settings, components, float(settings.values["up_timeout_s"]))
     _record_pids(settings)
     print()
@@ -691,14 +697,14 @@ def cmd_down(settings: Settings, purge: bool) -> int:
         pids.update({n: int(i["pid"]) for n, i in process_infos(settings).items() if i["pid"]})
         say(f"stopping all programs through supervisord (pid {sv})")
         try:
-            for r in rpc(settings).stopAllProcesses(True):
+            for r in rpc(settings, "stopAllProcesses", True):
                 print(f"    {r['name']}: {r['description']}")
         except (OSError, xmlrpc.client.Error, http.client.HTTPException) as exc:
             say(f"stopAllProcesses failed ({exc}); continuing with shutdown")
         say("shutting down supervisord")
         # it may close the socket before answering
         with contextlib.suppress(OSError, xmlrpc.client.Error, http.client.HTTPException):
-            rpc(settings).shutdown()
+            rpc(settings, "shutdown")
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while time.monotonic() < deadline and pid_alive(sv):
             time.sleep(0.1)
@@ -799,4 +805,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `stack.py status | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
