@@ -570,7 +570,7 @@ async def test_real_loop_clock_runs_due_keys() -> None:
             done.set()
 
     async with KeyedScheduler(handler, name="test-loop-clock") as sched:
-        sched.enqueue("b", 0.001)
+        sched.enqueue("b", 0.05)
         sched.enqueue("a")
         await asyncio.wait_for(done.wait(), timeout=5.0)
     assert seen == ["a", "b"]
