@@ -155,6 +155,33 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex((LOOPBACK, port)) == 0
 
 
+def port_owner(port: int) -> str | None:
+    """Best effort: "name (pid N)" of the process listening on ``port`` (needs root for others' pids)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            # cols: sl local_address rem_address st ... inode; st 0A = LISTEN
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{cols[9]}]")
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fds = list((proc / "fd").iterdir())
+            if any(os.readlink(fd) in inodes for fd in fds):
+                return f"{(proc / 'comm').read_text().strip()} (pid {proc.name})"
+        except OSError:
+            continue
+    return None
+
+
 @dataclass(frozen=True)
 class Health:
     """How to ask a component whether it is ready: ``kind`` picks the probe, ``target`` is a template."""
@@ -527,7 +554,8 @@ def _state_row(settings: Settings, c: Component, info: dict[str, Any] | None) ->
     if info is None:
         in_use = [p for p in c.port_numbers(settings) if port_in_use(p)]
         state, pid = "stopped", "-"
-        health = f"port {in_use[0]} in use by another process" if in_use else "-"
+        owner = port_owner(in_use[0]) if in_use else None
+        health = f"port {in_use[0]} in use by {owner or 'another process'}" if in_use else "-"
     else:
         state = str(info["statename"]).lower()
         pid = str(info["pid"] or "-")
@@ -600,10 +628,11 @@ def _preflight_ports(settings: Settings, components: list[Component], running: s
     if sv_port and "supervisord" not in running and port_in_use(int(sv_port)):
         taken.append(("supervisord", int(sv_port)))
     if taken:
-        detail = ", ".join(f"{p} ({n})" for n, p in taken)
+        detail = ", ".join(f"{p} ({n}) held by {port_owner(p) or 'an unknown process'}" for n, p in taken)
         raise StackError(
-            f"port(s) in use by another process: {detail}. Find it with `ss -ltnp 'sport = :{taken[0][1]}'`, "
-            "stop it, or choose other ports (NATS_PORT, ETCD_PORT, ... see README)"
+            f"port(s) in use by another process: {detail}. Stop it (a system service that apt started? "
+            "e.g. `sudo systemctl disable --now redis-server etcd`), or choose other ports for the stack "
+            "(NATS_PORT, ETCD_PORT, REDIS_PORT, ... see README)"
         )
 
 

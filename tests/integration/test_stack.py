@@ -236,8 +236,11 @@ def test_up_refuses_a_port_held_by_another_process(new_stack: Any) -> None:
         proc = s.run("up", "--no-install", check=False)
         status = s.run("status").stdout
     assert proc.returncode == 1
-    assert f"{s.port('REDIS_PORT')} (redis)" in proc.stderr
-    assert f"port {s.port('REDIS_PORT')} in use by another process" in status
+    # both name the holder: this test process
+    assert f"{s.port('REDIS_PORT')} (redis) held by " in proc.stderr
+    assert f"(pid {os.getpid()})" in proc.stderr
+    assert f"port {s.port('REDIS_PORT')} in use by " in status
+    assert f"(pid {os.getpid()})" in status
     assert stack.supervisord_pid(s.settings) is None, "nothing may start when a port is taken"
 
 
