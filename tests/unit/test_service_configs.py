@@ -1,0 +1,182 @@
+"""Each service Config: loads from an empty env with the documented defaults; its own rules."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import pytest
+
+from common.config import ConfigError, describe_settings
+from svc_gateway.config import Config as GatewayConfig
+from svc_janus.config import Config as JanusConfig
+from svc_mixer.config import Config as MixerConfig
+from svc_rooms.config import Config as RoomsConfig
+from svc_users.config import Config as UsersConfig
+
+ALL = [RoomsConfig, JanusConfig, MixerConfig, GatewayConfig, UsersConfig]
+
+COMMON = {
+    "APP_ENV": "development",
+    "APP_SHUTDOWN_TIMEOUT": "10s",
+    "APP_LOG_CONFIG_FILE": "",
+    "ETCD_ENDPOINTS": "127.0.0.1:2379",
+    "ETCD_USERNAME": "",
+    "ETCD_DIAL_TIMEOUT": "5s",
+    "ETCD_PREFIX_ROOMS": "/rooms/",
+    "ETCD_PREFIX_JANUSES": "/januses/",
+    "ETCD_PREFIX_MIXERS": "/mixers/",
+    "NATS_SERVERS": "nats://127.0.0.1:4222",
+    "NATS_CONNECT_TIMEOUT": "5s",
+    "NATS_REQUEST_TIMEOUT": "5s",
+    "NATS_DRAIN_TIMEOUT": "5s",
+}
+REDIS = {"REDIS_ADDR": "127.0.0.1:6379", "REDIS_USERNAME": "", "REDIS_DB": "0", "REDIS_TLS": "false"}
+
+DOCUMENTED: dict[type, dict[str, str]] = {
+    RoomsConfig: {
+        **COMMON,
+        "HTTP_ADDR": "127.0.0.1:3000",
+        "HLS_ADV_URL": "http://127.0.0.1:8080/hls/",
+        "ADMIN_TOKEN": "***",
+        "HOUSEKEEPING_INTERVAL": "30s",
+    },
+    JanusConfig: {
+        **COMMON,
+        "HTTP_ADDR": "127.0.0.1:3002",
+        "JANUS_ID": "janus1",
+        "JANUS_ADV_HOST": "127.0.0.1",
+        "JANUS_WS_URL": "ws://127.0.0.1:8188",
+        "JANUS_CAPACITY": "10",
+        "JANUS_REQUEST_TIMEOUT": "10s",
+        "ADMIN_SECRET": "***",
+        "CANARY_ROOM_ID": "999999",
+        "LEASE_TTL": "10s",
+        "MONITOR_INTERVAL": "5s",
+        "KEEPALIVE_INTERVAL": "15s",
+    },
+    MixerConfig: {
+        **COMMON,
+        "HTTP_ADDR": "127.0.0.1:3001",
+        "MIXER_ID": "mixer1",
+        "MIXER_IP": "127.0.0.1",
+        "MIXER_CAPACITY": "10",
+        "RTP_PORT_START": "10000",
+        "RTP_PORT_END": "20000",
+        "KEY_BASE_URL": "http://127.0.0.1:8085/hls/rooms/",
+        "HLS_DIR": ".run/hls",
+        "STATE_DIR": ".run/mixer",
+        "LEASE_TTL": "10s",
+    },
+    GatewayConfig: {
+        **COMMON,
+        **REDIS,
+        "WS_HTTP_ADDR": "127.0.0.1:8081",
+        "REDIS_USER_SVC_PREFIX": "rtcus",
+        "JWT_SECRET": "***",
+        "JANUS_TOKEN_KEY": "***",
+        "JANUS_WS_PORT": "8188",
+        "ALLOWED_ORIGINS": "*",
+        "CONN_LOCK_TTL": "30s",
+        "WS_PING_INTERVAL": "10s",
+    },
+    UsersConfig: {
+        **COMMON,
+        **REDIS,
+        "HTTP_ADDR": "127.0.0.1:8085",
+        "REDIS_USER_SVC_PREFIX": "rtcus",
+        "JWT_SECRET": "***",
+        "JWT_EXPIRES_IN": "3600s",
+        "HLS_KEY_SECRET": "***",
+        "USER_STATUS_TIMEOUT": "30s",
+        "ROOM_MAX_TTL": "21600s",
+        "EXPIRY_CHECK_INTERVAL": "10s",
+    },
+}
+SECRETS = {
+    RoomsConfig: ["ADMIN_TOKEN"],
+    JanusConfig: ["ADMIN_SECRET"],
+    MixerConfig: [],
+    GatewayConfig: ["JWT_SECRET", "JANUS_TOKEN_KEY"],
+    UsersConfig: ["JWT_SECRET", "HLS_KEY_SECRET"],
+}
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_loads_from_empty_env_with_documented_defaults(cls: Any) -> None:
+    config = cls.from_env({})
+    assert config == cls()
+    shown = {i.env: i.default for i in describe_settings(cls) if not i.env.endswith("_PASSWORD")}
+    assert shown == DOCUMENTED[cls]
+    assert all(i.help for i in describe_settings(cls))
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_shutdown_timeout_and_addresses_are_typed(cls: Any) -> None:
+    config = cls.from_env({"APP_SHUTDOWN_TIMEOUT": "1m", "ETCD_ENDPOINTS": "a:1,b:2"})
+    assert config.app.shutdown_timeout_s == 60.0
+    assert config.etcd.endpoints == ["a:1", "b:2"]
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_hosts_default_to_loopback(cls: Any) -> None:
+    for info in describe_settings(cls):
+        assert "0.0.0.0" not in info.default
+        assert "localhost" not in info.default
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_production_refuses_each_default_secret(cls: Any) -> None:
+    real = {name: "x" * 32 for name in SECRETS[cls]}
+    assert cls.from_env({"APP_ENV": "production", **real}).app.env == "production"
+    for name in SECRETS[cls]:
+        env = {"APP_ENV": "production", **{k: v for k, v in real.items() if k != name}}
+        with pytest.raises(ConfigError, match=f"^{name} is left at its development default"):
+            cls.from_env(env)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_secrets_not_in_repr(cls: Any) -> None:
+    env = {name: f"s3cret-{i:025d}" for i, name in enumerate(SECRETS[cls])}
+    config = cls.from_env(env)
+    for value in env.values():
+        assert value not in repr(config)
+
+
+def test_mixer_rules() -> None:
+    config = MixerConfig.from_env(
+        {"MIXER_IP": "10.0.0.5", "RTP_PORT_START": "30000", "RTP_PORT_END": "30010"}
+    )
+    assert (config.host, config.rtp_port_start, config.rtp_port_end) == ("10.0.0.5", 30000, 30010)
+    with pytest.raises(ConfigError, match=r"^RTP_PORT_END=100 is below RTP_PORT_START=10000$"):
+        MixerConfig.from_env({"RTP_PORT_END": "100"})
+    with pytest.raises(ConfigError, match=r"^RTP_PORT_START='70000': port out of range"):
+        MixerConfig.from_env({"RTP_PORT_START": "70000"})
+    with pytest.raises(ConfigError, match=r"^MIXER_CAPACITY='0': expected at least 1"):
+        MixerConfig.from_env({"MIXER_CAPACITY": "0"})
+    with pytest.raises(ConfigError, match=r"^KEY_BASE_URL='/hls/'"):
+        MixerConfig.from_env({"KEY_BASE_URL": "/hls/"})
+
+
+def test_janus_rules() -> None:
+    assert JanusConfig.from_env({"LEASE_TTL": "2s"}).lease_ttl_s == 2.0
+    with pytest.raises(ConfigError, match=r"^LEASE_TTL='500ms': expected at least 1s"):
+        JanusConfig.from_env({"LEASE_TTL": "500ms"})
+    with pytest.raises(ConfigError, match=r"^JANUS_WS_URL='http://x:8088'"):
+        JanusConfig.from_env({"JANUS_WS_URL": "http://x:8088"})
+
+
+def test_gateway_token_key_must_be_32_bytes() -> None:
+    assert GatewayConfig.from_env({"JANUS_TOKEN_KEY": "k" * 32}).janus_token_key == "k" * 32
+    with pytest.raises(ConfigError, match=r"^JANUS_TOKEN_KEY=<secret, 31 chars>: expected exactly 32 bytes$"):
+        GatewayConfig.from_env({"JANUS_TOKEN_KEY": "k" * 31})
+    assert GatewayConfig.from_env({"ALLOWED_ORIGINS": "http://a, http://b"}).allowed_origins == [
+        "http://a",
+        "http://b",
+    ]
+
+
+@pytest.mark.parametrize("name", ["svc_rooms", "svc_janus", "svc_mixer", "svc_gateway", "svc_users"])
+def test_main_modules_import(name: str) -> None:
+    module = importlib.import_module(f"{name}.__main__")
+    assert callable(module.main)
