@@ -70,9 +70,10 @@ def signal_handlers(
     signals: tuple[signal.Signals, ...] = STOP_SIGNALS,
     force_exit: Callable[[int], None] = _force_exit,
 ) -> Iterator[None]:
-    """While inside, the first of ``signals`` sets ``stop``; another one calls
-    ``force_exit(128 + signum)`` (default: flush logs, ``os._exit``). Restores the previous
-    handlers on exit. Must be entered from a running event loop (main thread)."""
+    """While inside, a signal of ``signals`` sets ``stop``; one arriving when ``stop`` is already
+    set (a second Ctrl-C, an impatient supervisor) calls ``force_exit(128 + signum)`` (default:
+    flush logs, ``os._exit``). Restores the previous handlers on exit. Must be entered from a
+    running event loop in the main thread."""
     loop = asyncio.get_running_loop()
     previous = {sig: signal.getsignal(sig) for sig in signals}
 
