@@ -373,9 +373,16 @@ class EtcdStore:
             return
         client = await self._new_client()
         try:
-            async with asyncio.timeout(self.dial_timeout_s):
-                await client.channel.channel_ready()
-        except TimeoutError as exc:
+            # A real RPC that waits for the connection under a gRPC deadline: cancelling
+            # channel_ready() instead leaves a connectivity watch behind in gRPC core.
+            async with asyncio.timeout(self.dial_timeout_s + 1.0):
+                await client.maintenancestub.Status(
+                    rpc.StatusRequest(),
+                    timeout=self.dial_timeout_s,
+                    wait_for_ready=True,
+                    metadata=client.metadata,
+                )
+        except (rpc.AioRpcError, TimeoutError) as exc:
             await client.close()
             raise Unavailable(
                 f"etcd not reachable within {self.dial_timeout_s:.1f} s", endpoints=self._endpoints
