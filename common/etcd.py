@@ -26,7 +26,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
@@ -531,7 +531,7 @@ class EtcdStore:
 
     # -- watches ----------------------------------------------------------------------------
 
-    async def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
+    async def watch(self, prefix: str, *, start_revision: int) -> AsyncGenerator[WatchEvent, None]:
         """Every change under ``prefix`` from ``start_revision`` (inclusive), in revision order.
 
         Runs until cancelled or until the stream fails: Compacted if ``start_revision`` is gone,
@@ -581,7 +581,9 @@ class EtcdStore:
         finally:
             call.cancel()
 
-    async def watch_with_resume(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
+    async def watch_with_resume(
+        self, prefix: str, *, start_revision: int
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Like ``watch``, but re-watches from the last seen revision + 1 when the stream drops.
 
         Retries with backoff (``WATCH_RETRY_MIN_S`` .. ``WATCH_RETRY_MAX_S``) for as long as etcd
