@@ -476,6 +476,11 @@ def _structure_object(value: Any, _: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _enum_value(member: enum.Enum) -> Any:
+    # Plain str out, so unstructured data is plain JSON data (YAML dumpers, deep equality).
+    return member.value
+
+
 def _enum_hook(cl: type[enum.Enum]) -> Callable[[Any, Any], Any]:
     allowed = [m.value for m in cl]
 
@@ -511,6 +516,7 @@ def _make_converter() -> cattrs.Converter:
     # plain "onair" through instead of LiveStatus.ONAIR.
     for enum_cls in _ENUMS:
         conv.register_structure_hook(enum_cls, _enum_hook(enum_cls))
+        conv.register_unstructure_hook(enum_cls, _enum_value)
 
     def structure_factory(cl: type[Any]) -> Any:
         renames: dict[str, Any] = {a.name: override(rename=wire_name(a.name)) for a in attrs.fields(cl)}
