@@ -610,7 +610,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _load_object(raw: bytes | str | Mapping[str, Any], *, key: str, what: str) -> dict[str, Any]:
+def _load_object(raw: bytes | str | Mapping[str, Any] | None, *, key: str, what: str) -> dict[str, Any]:
+    if raw is None:
+        # A delete event's value: callers may pass event.value straight through.
+        raise RecordDecodeError(key=key, kind=what, errors=["expected object, got null @ $"])
     if isinstance(raw, Mapping):
         return dict(raw)
     try:
@@ -657,13 +660,13 @@ def encode_record(record: object) -> bytes:
     ).encode()
 
 
-def decode_record(kind: Kind | str, raw: bytes | str | Mapping[str, Any], *, key: str = "") -> Any:
+def decode_record(kind: Kind | str, raw: bytes | str | Mapping[str, Any] | None, *, key: str = "") -> Any:
     """The record of etcd ``kind`` in ``raw``; ``RecordDecodeError`` naming ``key`` and field."""
     cls = record_type(kind)
     return _structure(_load_object(raw, key=key, what=str(kind)), cls, key=key, what=str(kind))
 
 
-def decode_payload(cls: type[T], raw: bytes | str | Mapping[str, Any], *, key: str = "") -> T:
+def decode_payload(cls: type[T], raw: bytes | str | Mapping[str, Any] | None, *, key: str = "") -> T:
     """Decode ``raw`` as record class ``cls`` (event payloads); ``key`` names the source."""
     what = cls.__name__
     return _structure(_load_object(raw, key=key, what=what), cls, key=key, what=what)

@@ -357,10 +357,11 @@ _DROP = object()
         ('{"maxAnchors": NaN}', "$", "not valid JSON"),
         ("[1, 2]", "$", "expected object, got array"),
         ("null", "$", "expected object, got null"),
+        (None, "$", "expected object, got null"),  # a delete event's value passed through
         (b"\xff{}", "$", "not valid JSON"),
     ],
 )
-def test_strict_meta_decoding_names_key_and_field(raw: str | bytes, field: str, words: str) -> None:
+def test_strict_meta_decoding_names_key_and_field(raw: str | bytes | None, field: str, words: str) -> None:
     with pytest.raises(RecordDecodeError) as err:
         decode_record("meta", raw, key=KEY)
     exc = err.value
