@@ -346,7 +346,7 @@ class EtcdSettings:
     section_key: ClassVar[str] = "etcd"
 
     # setting() copies a list default into a factory, so the default is not shared
-    endpoints: list[str] = setting(  # noqa: RUF009
+    endpoints: list[str] = setting(
         ["127.0.0.1:2379"], parse=list_of(address, min_items=1), help="etcd endpoints, host:port"
     )
     username: str = setting("", help="etcd user ('' = no auth)")
@@ -361,7 +361,7 @@ class EtcdSettings:
 class NatsSettings:
     section_key: ClassVar[str] = "nats"
 
-    servers: list[str] = setting(  # noqa: RUF009
+    servers: list[str] = setting(
         ["nats://127.0.0.1:4222"], parse=list_of(url("nats", "tls"), min_items=1), help="NATS server URLs"
     )
     connect_timeout_s: float = setting(5.0, key="connect_timeout", parse=duration, help="connect timeout")

@@ -32,7 +32,7 @@ from typing import Any, Literal, Self, TypeVar
 
 import aetcd
 import attrs
-import grpc  # type: ignore[import-untyped]
+import grpc
 from aetcd import rpc
 
 from common.errors import AppError, Conflict, DependencyTimeout, InvalidInput, NotFound, Unavailable

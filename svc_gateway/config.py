@@ -60,7 +60,7 @@ class Config:
         "my-janus-token-key-32bytes!!!!!!", secret=True, parse=_token_key, help="32-byte Janus token key"
     )
     janus_ws_port: int = setting(8188, parse=port, help="Janus WebSocket API port on a Janus host")
-    allowed_origins: list[str] = setting(["*"], help="allowed WebSocket Origin values; * = any")  # noqa: RUF009
+    allowed_origins: list[str] = setting(["*"], help="allowed WebSocket Origin values; * = any")
     conn_lock_ttl_s: float = setting(
         30.0, key="conn_lock_ttl", parse=duration, help="TTL of the per-user connection lock"
     )

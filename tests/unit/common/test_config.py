@@ -38,12 +38,12 @@ class Inner:
 class Sample:
     app: AppSettings = attrs.field(factory=AppSettings)
     etcd: EtcdSettings = attrs.field(factory=EtcdSettings)
-    a: Inner = section(Inner)  # noqa: RUF009
+    a: Inner = section(Inner)
     http: HttpSettings = attrs.field(factory=lambda: HttpSettings(addr="127.0.0.1:3000"))
     mixer_id: str = setting("mixer1")
     ratio: float = setting(0.5)
     is_on: bool = setting(False, key="enabled")
-    names: list[str] = setting(["a"])  # noqa: RUF009
+    names: list[str] = setting(["a"])
     mode: Literal["x", "y"] = setting("x")
     lease_ttl_s: float = setting(10.0, key="lease_ttl", parse=duration)
     token: str = setting("dev-token", secret=True)
@@ -135,7 +135,7 @@ def test_section_loaded_alone_keeps_its_prefix() -> None:
 def test_colliding_env_names_are_a_programming_error() -> None:
     @attrs.frozen(kw_only=True)
     class Clash:
-        a: Inner = section(Inner)  # noqa: RUF009
+        a: Inner = section(Inner)
         a_n: int = setting(0)
 
     with pytest.raises(TypeError, match="A_N"):

@@ -1,0 +1,455 @@
+"""The reconcile runtime: level-triggered reconciliation driven by state events (architecture s4).
+
+Events say *when* to look; the cache (a copy of etcd) says *what* to do. A service declares the
+collections and kinds it cares about and a ``reconcile(target, view)`` coroutine; the runtime
+
+1. creates the service instance's durable pull consumer on RTC_STATE (filtered to those
+   subjects, delivering only new messages; a consumer idle past ``inactive_threshold_s`` is
+   removed by the server, which is how instances that are gone get cleaned up),
+2. then loads an etcd snapshot into the cache (consumer first, so no change falls in a gap),
+3. calls the service's ``rebuild(cache)`` hook (compare with the real resources),
+4. enqueues every id in the keyed scheduler, and
+5. applies each event to the cache only if its modRevision is newer than what it holds
+   (deletes leave tombstones so a late, older put cannot resurrect a key), acks it and enqueues
+   the id. A message that cannot be decoded goes to ``rtc.dlq.<service>`` and is acked: one bad
+   message never stops the consumer.
+
+A periodic resync re-reads etcd and enqueues whatever differs; after a NATS reconnect or an
+etcd outage the runtime re-snapshots. Retries of failed reconciles live in the scheduler only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
+
+import attrs
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from common import keys, records
+from common.bus import Bus
+from common.errors import AppError, InvalidInput, Unavailable, log_error
+from common.etcd import EtcdStore
+from common.keys import Keyspace, StateKey
+from common.scheduler import KeyedScheduler
+
+__all__ = [
+    "Entry",
+    "Interest",
+    "RebuildFn",
+    "ReconcileFn",
+    "ReconcileRuntime",
+    "StateCache",
+    "Target",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RESYNC_INTERVAL_S = 30.0
+DEFAULT_INACTIVE_THRESHOLD_S = 300.0
+DEFAULT_FETCH_BATCH = 256
+FETCH_WAIT_S = 1.0
+
+
+@attrs.frozen
+class Interest:
+    """A collection a service watches, optionally only some kinds of it."""
+
+    collection: str
+    kinds: frozenset[str] | None = None
+
+    def wants(self, skey: StateKey) -> bool:
+        return skey.collection == self.collection and (self.kinds is None or skey.kind in self.kinds)
+
+    def filter_subjects(self) -> list[str]:
+        if self.kinds is None:
+            return [keys.state_filter(self.collection)]
+        return [keys.state_filter(self.collection, kind) for kind in sorted(self.kinds)]
+
+
+@attrs.frozen(order=True)
+class Target:
+    """What one reconcile run is about: a room, a mixer, a janus."""
+
+    collection: str
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.collection}/{self.id}"
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        collection, _, id_ = text.partition("/")
+        return cls(collection, id_)
+
+
+@attrs.frozen
+class Entry:
+    record: Any
+    mod_revision: int
+
+
+class StateCache:
+    """key -> (record, modRevision), grouped by target; only ever moves forward in revisions."""
+
+    def __init__(self) -> None:
+        self._by_target: dict[Target, dict[str, Entry]] = {}
+        self._tombstones: dict[StateKey, int] = {}
+
+    def apply_put(self, skey: StateKey, record: Any, mod_revision: int) -> bool:
+        """Store ``record`` unless the cache already holds this key at a newer revision."""
+        if self._tombstones.get(skey, 0) >= mod_revision:
+            return False
+        kinds = self._by_target.setdefault(Target(skey.collection, skey.id), {})
+        current = kinds.get(skey.kind)
+        if current is not None and current.mod_revision >= mod_revision:
+            return False
+        kinds[skey.kind] = Entry(record, mod_revision)
+        self._tombstones.pop(skey, None)
+        return True
+
+    def apply_delete(self, skey: StateKey, mod_revision: int) -> bool:
+        """Drop the key if the delete is newer than what the cache holds."""
+        target = Target(skey.collection, skey.id)
+        kinds = self._by_target.get(target)
+        current = kinds.get(skey.kind) if kinds else None
+        if current is not None and current.mod_revision >= mod_revision:
+            return False
+        self._tombstones[skey] = max(mod_revision, self._tombstones.get(skey, 0))
+        if current is None or kinds is None:
+            return False
+        del kinds[skey.kind]
+        if not kinds:
+            del self._by_target[target]
+        return True
+
+    def forget_tombstones(self, up_to_revision: int) -> None:
+        """A snapshot at ``up_to_revision`` makes older tombstones unnecessary."""
+        self._tombstones = {k: r for k, r in self._tombstones.items() if r > up_to_revision}
+
+    def get(self, collection: str, id_: str, kind: str) -> Any | None:
+        entry = self._by_target.get(Target(collection, id_), {}).get(kind)
+        return entry.record if entry else None
+
+    def entry(self, skey: StateKey) -> Entry | None:
+        return self._by_target.get(Target(skey.collection, skey.id), {}).get(skey.kind)
+
+    def view(self, target: Target) -> Mapping[str, Any]:
+        """kind -> record for one target (empty when nothing is left of it)."""
+        return {kind: e.record for kind, e in self._by_target.get(target, {}).items()}
+
+    def targets(self, collection: str | None = None) -> list[Target]:
+        return sorted(t for t in self._by_target if collection is None or t.collection == collection)
+
+    def items(self, collection: str, kind: str) -> Iterator[tuple[str, Any]]:
+        """(id, record) of every cached key of that collection and kind."""
+        for target, kinds in self._by_target.items():
+            if target.collection == collection and kind in kinds:
+                yield target.id, kinds[kind].record
+
+    def entries(self) -> Iterator[tuple[StateKey, Entry]]:
+        for target, kinds in self._by_target.items():
+            for kind, entry in kinds.items():
+                yield StateKey(target.collection, target.id, kind), entry
+
+    def __len__(self) -> int:
+        return sum(len(k) for k in self._by_target.values())
+
+
+ReconcileFn = Callable[[Target, Mapping[str, Any]], Awaitable[None]]
+RebuildFn = Callable[[StateCache], Awaitable[None]]
+
+
+@attrs.define
+class RuntimeStats:
+    events_applied: int = 0
+    events_stale: int = 0
+    dead_letters: int = 0
+    snapshots: int = 0
+    resync_changes: int = 0
+
+
+class ReconcileRuntime:
+    """Drive ``reconcile`` from the state events of the chosen collections; see the module doc."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        instance: str,
+        etcd: EtcdStore,
+        bus: Bus,
+        keyspace: Keyspace,
+        interests: list[Interest],
+        reconcile: ReconcileFn,
+        rebuild: RebuildFn | None = None,
+        workers: int = 8,
+        resync_interval_s: float = DEFAULT_RESYNC_INTERVAL_S,
+        inactive_threshold_s: float = DEFAULT_INACTIVE_THRESHOLD_S,
+        fetch_batch: int = DEFAULT_FETCH_BATCH,
+    ) -> None:
+        self.service = service
+        self.instance = instance
+        self.etcd = etcd
+        self.bus = bus
+        self.keyspace = keyspace
+        self.interests = interests
+        self._reconcile = reconcile
+        self._rebuild = rebuild
+        self.resync_interval_s = resync_interval_s
+        self.inactive_threshold_s = inactive_threshold_s
+        self.fetch_batch = fetch_batch
+        self.cache = StateCache()
+        self.stats = RuntimeStats()
+        self.scheduler = KeyedScheduler(self._run_target, workers=workers, name=service)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._resnapshot = asyncio.Event()
+        self._is_ready = asyncio.Event()
+        self._is_started = False
+        self._is_stopping = asyncio.Event()
+        self._consume_task: asyncio.Task[None] | None = None
+
+    @property
+    def durable_name(self) -> str:
+        return f"{self.service}-{self.instance}"
+
+    @property
+    def is_ready(self) -> bool:
+        return self._is_ready.is_set()
+
+    def wants(self, skey: StateKey) -> bool:
+        return any(i.wants(skey) for i in self.interests)
+
+    def enqueue(self, target: Target, delay_s: float = 0.0) -> None:
+        """Ask for a reconcile of ``target`` (services call this for their own timers too)."""
+        self.scheduler.enqueue(str(target), delay_s)
+
+    async def _run_target(self, key: str) -> None:
+        target = Target.parse(key)
+        await self._reconcile(target, self.cache.view(target))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Consumer, snapshot, rebuild, enqueue all; then follow events. Returns when ready."""
+        if self._is_started:
+            return
+        self._is_started = True
+        await self._ensure_consumer()
+        await self._load_snapshot(initial=True)
+        if self._rebuild is not None:
+            await self._rebuild(self.cache)
+        await self.scheduler.start()
+        for target in self.cache.targets():
+            self.enqueue(target)
+        self.bus.on_reconnect(self._resnapshot.set)
+        self._consume_task = self._spawn(self._consume(), "consume")
+        self._spawn(self._resync_loop(), "resync")
+        self._is_ready.set()
+
+    def _spawn(self, coro: Awaitable[None], what: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(f"{self.durable_name}-{what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Stop taking events, let running reconciles finish, drop the subscription."""
+        if not self._is_started:
+            return
+        self._is_started = False
+        self._is_stopping.set()
+        # The consume loop leaves by itself between fetches: cancelling nats-py's fetch can
+        # leave its internal next_msg task stuck, and the cancel then never completes.
+        consume = self._consume_task
+        if consume is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(consume), FETCH_WAIT_S + 2.0)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.scheduler.close(timeout_s)
+
+    async def __aenter__(self) -> ReconcileRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- consumer ----------------------------------------------------------------------------
+
+    def _consumer_config(self) -> ConsumerConfig:
+        subjects = [s for i in self.interests for s in i.filter_subjects()]
+        return ConsumerConfig(
+            durable_name=self.durable_name,
+            description=f"reconcile runtime of {self.service} instance {self.instance}",
+            deliver_policy=DeliverPolicy.NEW,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30,
+            max_ack_pending=20_000,
+            inactive_threshold=self.inactive_threshold_s,
+            filter_subjects=subjects,
+        )
+
+    async def _ensure_consumer(self) -> None:
+        config = self._consumer_config()
+        try:
+            async with asyncio.timeout(self.bus.request_timeout_s):
+                try:
+                    await self.bus.js.consumer_info(keys.STATE_STREAM, self.durable_name)
+                    # An existing consumer keeps its position: events since our last run wait there.
+                except nats.js.errors.NotFoundError:
+                    await self.bus.js.add_consumer(keys.STATE_STREAM, config)
+                    logger.info("created consumer %s on %s", self.durable_name, keys.STATE_STREAM)
+        except Exception as exc:
+            raise Unavailable(f"cannot create consumer {self.durable_name}: {exc}") from exc
+
+    async def _consume(self) -> None:
+        sub = None
+        try:
+            while not self._is_stopping.is_set():
+                try:
+                    if sub is None:
+                        await self._ensure_consumer()
+                        sub = await self.bus.js.pull_subscribe_bind(
+                            durable=self.durable_name, stream=keys.STATE_STREAM
+                        )
+                    if self._resnapshot.is_set():
+                        self._resnapshot.clear()
+                        await self._ensure_consumer()
+                        await self._load_snapshot(initial=False)
+                    try:
+                        msgs = await sub.fetch(self.fetch_batch, timeout=FETCH_WAIT_S)
+                    except (TimeoutError, nats.errors.TimeoutError):
+                        continue
+                    for msg in msgs:
+                        await self._handle(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log_error(logger, exc, f"consumer {self.durable_name} interrupted; re-snapshotting")
+                    if sub is not None:
+                        with contextlib.suppress(Exception):
+                            await sub.unsubscribe()
+                        sub = None
+                    self._resnapshot.set()
+                    await asyncio.sleep(0.5)
+        finally:
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            skey = keys.parse_state_subject(msg.subject)
+            if skey is None:
+                raise InvalidInput("subject is not a state subject", subject=msg.subject)
+            event = records.decode_event(msg.data)
+            if self.keyspace.parse(event.key) != skey:
+                raise InvalidInput("event key does not match its subject", key=event.key, subject=msg.subject)
+            if event.op == records.StateOp.PUT:
+                record = records.decode_record(skey.kind, event.value, key=event.key)
+                changed = self.cache.apply_put(skey, record, event.mod_revision)
+            else:
+                changed = self.cache.apply_delete(skey, event.mod_revision)
+        except InvalidInput as exc:
+            await self._dead_letter(msg, exc)
+            await msg.ack()
+            return
+        await msg.ack()
+        if changed:
+            self.stats.events_applied += 1
+            self.enqueue(Target(skey.collection, skey.id))
+        else:
+            self.stats.events_stale += 1
+            logger.debug("stale event %s@%d ignored", event.key, event.mod_revision)
+
+    async def _dead_letter(self, msg: Msg, exc: AppError) -> None:
+        self.stats.dead_letters += 1
+        seq = msg.metadata.sequence.stream if msg.reply else 0
+        log_error(
+            logger,
+            exc,
+            "malformed state message sent to the dead-letter subject",
+            subject=msg.subject,
+            sequence=seq,
+        )
+        letter = records.DeadLetter.build(
+            service=self.service, subject=msg.subject, sequence=seq, error=str(exc), data=msg.data
+        )
+        try:
+            await self.bus.publish(
+                keys.dlq_subject(self.service), json.dumps(records.unstructure(letter)).encode()
+            )
+        except AppError as pub_exc:
+            log_error(logger, pub_exc, "dead letter not published", subject=msg.subject, sequence=seq)
+
+    # -- snapshot and resync ------------------------------------------------------------------
+
+    async def _load_snapshot(self, *, initial: bool) -> set[Target]:
+        """Bring the cache to etcd's state; returns the targets whose state changed."""
+        changed: set[Target] = set()
+        seen: set[StateKey] = set()
+        lowest_revision: int | None = None
+        for collection in sorted({i.collection for i in self.interests}):
+            snap = await self.etcd.get_prefix(self.keyspace.prefix(collection))
+            lowest_revision = (
+                snap.revision if lowest_revision is None else min(lowest_revision, snap.revision)
+            )
+            for kv in snap.kvs:
+                skey = self.keyspace.parse(kv.key)
+                if skey is None or not self.wants(skey):
+                    continue
+                try:
+                    record = records.decode_record(skey.kind, kv.value, key=kv.key)
+                except InvalidInput as exc:
+                    log_error(logger, exc, "skipping an undecodable etcd value", key=kv.key)
+                    continue
+                seen.add(skey)
+                if self.cache.apply_put(skey, record, kv.mod_revision):
+                    changed.add(Target(skey.collection, skey.id))
+            # Keys the cache holds but etcd no longer has were deleted while we were not looking.
+            for skey, entry in list(self.cache.entries()):
+                if (
+                    skey.collection == collection
+                    and skey not in seen
+                    and entry.mod_revision <= snap.revision
+                    and self.cache.apply_delete(skey, snap.revision)
+                ):
+                    changed.add(Target(skey.collection, skey.id))
+        if lowest_revision is not None:
+            self.cache.forget_tombstones(lowest_revision)
+        self.stats.snapshots += 1
+        if not initial:
+            self.stats.resync_changes += len(changed)
+            for target in changed:
+                self.enqueue(target)
+            if changed:
+                logger.info("resync found %d changed targets", len(changed))
+        return changed
+
+    async def resync(self) -> set[Target]:
+        """Re-read etcd now and enqueue whatever differs (also run periodically)."""
+        return await self._load_snapshot(initial=False)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_interval_s)
+            try:
+                await self.resync()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log_error(logger, exc, "periodic resync failed; next one will retry")
