@@ -38,6 +38,7 @@ from common.bus import Bus
 from common.errors import AppError, InvalidInput, Unavailable, log_error
 from common.etcd import EtcdStore
 from common.keys import Keyspace, StateKey
+from common.pull import PullStream
 from common.scheduler import KeyedScheduler
 
 __all__ = [
@@ -214,7 +215,6 @@ class ReconcileRuntime:
         self._is_ready = asyncio.Event()
         self._is_started = False
         self._is_stopping = asyncio.Event()
-        self._consume_task: asyncio.Task[None] | None = None
 
     @property
     def durable_name(self) -> str:
@@ -250,7 +250,7 @@ class ReconcileRuntime:
         for target in self.cache.targets():
             self.enqueue(target)
         self.bus.on_reconnect(self._resnapshot.set)
-        self._consume_task = self._spawn(self._consume(), "consume")
+        self._spawn(self._consume(), "consume")
         self._spawn(self._resync_loop(), "resync")
         self._is_ready.set()
 
@@ -267,12 +267,6 @@ class ReconcileRuntime:
             return
         self._is_started = False
         self._is_stopping.set()
-        # The consume loop leaves by itself between fetches: cancelling nats-py's fetch can
-        # leave its internal next_msg task stuck, and the cancel then never completes.
-        consume = self._consume_task
-        if consume is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(consume), FETCH_WAIT_S + 2.0)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -317,39 +311,38 @@ class ReconcileRuntime:
             raise Unavailable(f"cannot create consumer {self.durable_name}: {exc}") from exc
 
     async def _consume(self) -> None:
-        sub = None
+        pull: PullStream | None = None
         try:
             while not self._is_stopping.is_set():
                 try:
-                    if sub is None:
+                    if pull is None:
                         await self._ensure_consumer()
-                        sub = await self.bus.js.pull_subscribe_bind(
-                            durable=self.durable_name, stream=keys.STATE_STREAM
+                        pull = PullStream(
+                            self.bus,
+                            stream=keys.STATE_STREAM,
+                            durable=self.durable_name,
+                            batch=self.fetch_batch,
                         )
+                        await pull.start()
                     if self._resnapshot.is_set():
                         self._resnapshot.clear()
                         await self._ensure_consumer()
                         await self._load_snapshot(initial=False)
-                    try:
-                        msgs = await sub.fetch(self.fetch_batch, timeout=FETCH_WAIT_S)
-                    except (TimeoutError, nats.errors.TimeoutError):
-                        continue
-                    for msg in msgs:
+                    msg = await pull.next(FETCH_WAIT_S)
+                    if msg is not None:
                         await self._handle(msg)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log_error(logger, exc, f"consumer {self.durable_name} interrupted; re-snapshotting")
-                    if sub is not None:
-                        with contextlib.suppress(Exception):
-                            await sub.unsubscribe()
-                        sub = None
+                    if pull is not None:
+                        await pull.stop()
+                        pull = None
                     self._resnapshot.set()
                     await asyncio.sleep(0.5)
         finally:
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            if pull is not None:
+                await pull.stop()
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -368,11 +361,11 @@ class ReconcileRuntime:
             await self._dead_letter(msg, exc)
             await msg.ack()
             return
-        await msg.ack()
         if changed:
             self.stats.events_applied += 1
             self.enqueue(Target(skey.collection, skey.id))
-        else:
+        await msg.ack()
+        if not changed:
             self.stats.events_stale += 1
             logger.debug("stale event %s@%d ignored", event.key, event.mod_revision)
 
