@@ -39,11 +39,12 @@ import string
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 import xmlrpc.client
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,8 @@ class Component:
     startsecs: int = 2
     startretries: int = 5
     apt_hint: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)  # extra environment (templates)
+    order: int = 0  # start order among components (supervisor priority)
 
     def find_binary(self) -> str:
         cand = VENV / "bin" / self.binary
@@ -237,7 +240,7 @@ class Component:
         return [settings.port(k) for k in self.ports.values()]
 
 
-COMPONENTS: tuple[Component, ...] = (
+BASE_COMPONENTS: tuple[Component, ...] = (
     Component(
         name="nats",
         binary="nats-server",
@@ -299,6 +302,41 @@ COMPONENTS: tuple[Component, ...] = (
         apt_hint="apt redis-server",
     ),
 )
+
+
+# Components added by the services' issues live in infra/components/*.toml, one file each, so
+# adding one touches no code: ``[defaults]`` adds env names with defaults, ``[component]`` the
+# program (same fields as Component; ``service = true`` adds SERVICE_ENV, which points the
+# service at this stack's NATS, etcd and Redis).
+COMPONENTS_DIR = INFRA / "components"
+SERVICE_ENV: dict[str, str] = {
+    "NATS_SERVERS": "nats://127.0.0.1:$nats_port",
+    "ETCD_ENDPOINTS": "127.0.0.1:$etcd_port",
+    "REDIS_ADDR": "127.0.0.1:$redis_port",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def _load_component_file(path: Path) -> Component:
+    data = tomllib.loads(path.read_text())
+    DEFAULTS.update({k: str(v) for k, v in data.get("defaults", {}).items()})
+    c = dict(data["component"])
+    health = Health(**c.pop("health"))
+    env = dict(SERVICE_ENV) if c.pop("service", False) else {}
+    env.update(c.pop("env", {}))
+    for key in ("argv", "urls", "configs", "dirs"):
+        if key in c:
+            c[key] = tuple(c[key])
+    return Component(health=health, env=env, **c)
+
+
+def _load_components() -> tuple[Component, ...]:
+    extra = [_load_component_file(p) for p in sorted(COMPONENTS_DIR.glob("*.toml"))]
+    return (*BASE_COMPONENTS, *sorted(extra, key=lambda c: (c.order, c.name)))
+
+
+COMPONENTS = _load_components()
+
 
 
 def select(names: Iterable[str]) -> list[Component]:
@@ -493,6 +531,10 @@ def render_configs(settings: Settings, components: list[Component]) -> Path:
                 "command": command,
                 "startsecs": str(c.startsecs),
                 "startretries": str(c.startretries),
+                "priority": str(100 + c.order),
+                "environment": ",".join(
+                    f'{k}="{settings.render(v)}"' for k, v in sorted(c.env.items())
+                ),
             },
         )
     conf = run / "supervisord.conf"

@@ -1,0 +1,189 @@
+"""Wiring every service repeats: clients from settings, the module heartbeat, an HTTP server.
+
+Only ``svc_*/app.py`` modules use this (style.md s1: app.py is wiring); domain code never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from common import records
+from common.bus import Bus
+from common.config import EtcdSettings, NatsSettings
+from common.errors import Unavailable
+from common.etcd import EtcdStore
+from common.heartbeat import HeartbeatKeeper
+from common.keys import Keyspace, StateKey
+from common.state import StateStore
+
+__all__ = [
+    "ModuleHeartbeat",
+    "keyspace_from",
+    "metrics_payload",
+    "open_bus",
+    "open_etcd",
+    "serve_http",
+    "split_addr",
+]
+
+logger = logging.getLogger(__name__)
+
+HTTP_START_TIMEOUT_S = 10.0
+
+
+def keyspace_from(settings: EtcdSettings) -> Keyspace:
+    return Keyspace(
+        rooms=settings.prefix_rooms, januses=settings.prefix_januses, mixers=settings.prefix_mixers
+    )
+
+
+def open_etcd(settings: EtcdSettings) -> contextlib.AbstractAsyncContextManager[EtcdStore]:
+    return EtcdStore.open(
+        list(settings.endpoints),
+        username=settings.username,
+        password=settings.password,
+        dial_timeout_s=settings.dial_timeout_s,
+    )
+
+
+def open_bus(settings: NatsSettings, *, name: str) -> contextlib.AbstractAsyncContextManager[Bus]:
+    return Bus.open(
+        list(settings.servers),
+        name=name,
+        connect_timeout_s=settings.connect_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+        drain_timeout_s=settings.drain_timeout_s,
+    )
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+class ModuleHeartbeat:
+    """The ``/<collection>/<id>/heartbeat`` of a Janus manager or mixer, on a lease.
+
+    Written through the state store, so the put is published at once; its deletion (shutdown
+    revoke, or lease expiry after a crash) reaches NATS through the state relay.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        collection: str,
+        module_id: str,
+        host: str,
+        capacity: int,
+        streams: Callable[[], int],
+        ttl_s: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._skey = StateKey(collection, module_id, "heartbeat")
+        self._host = host
+        self._capacity = capacity
+        self._streams = streams
+        self._started_at = datetime.now(UTC)
+        self._last_streams = -1
+        self._keeper = HeartbeatKeeper(
+            store.etcd, store.key(self._skey), self._value, ttl_s=ttl_s, put=self._put
+        )
+
+    def record(self) -> records.Heartbeat:
+        return records.Heartbeat(
+            status=records.ModuleStatus.HEALTHY,
+            host=self._host,
+            capacity=self._capacity,
+            streams=self._streams(),
+            started_at=self._started_at,
+        )
+
+    def _value(self) -> bytes:
+        return records.encode_record(self.record())
+
+    async def _put(self, key: str, value: bytes, lease: int) -> Any:
+        return await self._store.put(
+            self._skey, records.decode_record("heartbeat", value, key=key), lease=lease
+        )
+
+    @property
+    def is_alive(self) -> bool:
+        return self._keeper.is_alive
+
+    async def streams_changed(self) -> None:
+        """Re-put the heartbeat if the stream count moved (cheap to call after every reconcile)."""
+        streams = self._streams()
+        if streams != self._last_streams:
+            self._last_streams = streams
+            await self._keeper.update()
+
+    async def __aenter__(self) -> ModuleHeartbeat:
+        self._last_streams = self._streams()
+        await self._keeper.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._keeper.aclose()
+
+
+def metrics_payload() -> tuple[bytes, str]:
+    """The Prometheus exposition of this process (body, content type)."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class _InLoopServer(uvicorn.Server):
+    """uvicorn inside a service's loop: common.lifecycle owns SIGTERM/SIGINT, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve_http(app: Any, addr: str, *, name: str) -> AsyncIterator[uvicorn.Server]:
+    """Run an ASGI app (litestar) with uvicorn inside this event loop until the block exits."""
+    host, port = split_addr(addr)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="on", loop="none"
+    )
+    server = _InLoopServer(config)
+    # Bind here, not in uvicorn: it reports a taken port by exiting the process (SystemExit).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise Unavailable(f"{name} cannot listen on {addr}: {exc.strerror}", addr=addr) from exc
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"http-{name}")
+    try:
+        async with asyncio.timeout(HTTP_START_TIMEOUT_S):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise Unavailable(f"{name} HTTP server stopped while starting on {addr}", addr=addr)
+                await asyncio.sleep(0.02)
+    except BaseException:
+        server.should_exit = True
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await task
+        sock.close()
+        raise
+    logger.info("%s listening on http://%s:%d", name, host, port)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
