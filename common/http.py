@@ -78,7 +78,7 @@ def _bug(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
 
 def exception_handlers() -> ExceptionHandlersMap:
     """Pass to ``Litestar(exception_handlers=...)``."""
-    return {AppError: _app_error, HTTPException: _http_error, Exception: _bug}  # type: ignore[dict-item]
+    return {AppError: _app_error, HTTPException: _http_error, Exception: _bug}
 
 
 def decode_body(cls: type[T], raw: bytes) -> T:
