@@ -1,18 +1,28 @@
-"""Session-wide real servers, started on demand on free loopback ports in a temporary run dir.
+"""Real servers for the tests, started on demand on free loopback ports in temporary dirs.
 
 Nothing here touches a running `just up` stack: ports come from the OS and state lives under
 pytest's tmp dir. Tests that crash or restart a server start a private one from tests.servers.
+
+Session-wide: ``nats_server``, ``etcd_server``, ``redis_server``. Per test: ``nats_private``
+(a fresh NATS: state subjects carry no etcd prefix, so two tests sharing one NATS would see
+each other's events; a nats-server starts in about 50 ms, which makes that isolation cheap),
+``keyspace`` (a unique etcd root), ``etcd`` (a client of the session etcd) and ``bus`` (a
+client of ``nats_private`` with the streams created).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
+from common.bus import Bus
+from common.etcd import EtcdStore
+from common.keys import Keyspace
 from tests.servers import EtcdServer, NatsServer, RedisServer
 
 settings.register_profile("fast", max_examples=20, deadline=None)
@@ -55,3 +65,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def nats_private(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats-private")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def keyspace() -> Keyspace:
+    return Keyspace.under(f"/t-{uuid.uuid4().hex[:12]}/")
+
+
+@pytest.fixture
+async def etcd(etcd_server: EtcdServer) -> AsyncIterator[EtcdStore]:
+    async with EtcdStore.open([etcd_server.endpoint]) as store:
+        yield store
+
+
+@pytest.fixture
+async def bus(nats_private: NatsServer) -> AsyncIterator[Bus]:
+    async with Bus.open([nats_private.url], name="test") as b:
+        yield b
