@@ -61,12 +61,18 @@ lint:
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     .venv/bin/mypy
-    .venv/bin/mypy infra/stack.py tests/bench/runner.py tests/bench/__main__.py
+    .venv/bin/mypy infra/stack.py infra/settings_doc.py tests/bench/runner.py tests/bench/__main__.py
 
 # write the AsyncAPI document of every subject to docs/asyncapi.yaml
 asyncapi:
     @echo "==> just asyncapi: generate docs/asyncapi.yaml from common/contracts"
     .venv/bin/python -m common.contracts.asyncapi --out docs/asyncapi.yaml
+
+# regenerate the generated docs: docs/asyncapi.yaml and README.md's service settings tables
+docs:
+    @echo "==> just docs: docs/asyncapi.yaml from common/contracts, README settings from each Config"
+    .venv/bin/python -m common.contracts.asyncapi --out docs/asyncapi.yaml
+    .venv/bin/python infra/settings_doc.py
 
 # benchmarks: just bench [GROUP...] (core rooms mixer janus gateway e2e; none = all available)
 bench *GROUPS:
