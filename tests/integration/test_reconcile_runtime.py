@@ -250,3 +250,19 @@ async def test_periodic_resync_repairs_a_cache_that_missed_everything(
             lambda: rec.last_view(Target("rooms", "quiet")) == {}, 5, "resync found the silent delete"
         )
         assert rt.stats.resync_changes >= 2
+
+
+async def test_consumer_of_a_gone_instance_is_removed_by_the_inactivity_threshold(
+    etcd: EtcdStore, bus: Bus, keyspace: Keyspace
+) -> None:
+    rec = Recorder()
+    async with runtime_for(etcd, bus, keyspace, rec, instance="short-lived", inactive_threshold_s=1.0) as rt:
+        info = await bus.js.consumer_info(keys.STATE_STREAM, rt.durable_name)
+        assert info.config.filter_subjects == ["rtc.state.rooms.*.livemeta", "rtc.state.rooms.*.meta"]
+    names = [c.name for c in await bus.js.consumers_info(keys.STATE_STREAM)]
+    assert "svc_test-short-lived" in names
+
+    async def gone() -> bool:
+        return "svc_test-short-lived" not in [c.name for c in await bus.js.consumers_info(keys.STATE_STREAM)]
+
+    await eventually(gone, 10, "the idle consumer was removed by the server")

@@ -240,3 +240,26 @@ async def test_relay_resumes_from_its_checkpoint(etcd: EtcdStore, bus: Bus, keys
         keyspace.room_key("one", "meta") + f"@{rev - 1}",
         keyspace.room_key("two", "meta") + f"@{rev}",
     ]
+
+
+async def test_two_relays_at_once_publish_each_change_once(
+    etcd: EtcdStore, bus: Bus, keyspace: Keyspace
+) -> None:
+    silent = StateStore(etcd, None, keyspace)
+    async with (
+        StateRelay(etcd=etcd, bus=bus, keyspace=keyspace, name="a") as a,
+        StateRelay(etcd=etcd, bus=bus, keyspace=keyspace, name="b") as b,
+    ):
+        revisions = [
+            await silent.put(StateKey("rooms", f"twice-{i}", "meta"), room_meta(f"twice-{i}"))
+            for i in range(30)
+        ]
+        await eventually(
+            lambda: a.stats.checkpoint >= revisions[-1] and b.stats.checkpoint >= revisions[-1],
+            10,
+            "both relays caught up",
+        )
+    ids = [i for i, _ in await stream_messages(bus, "rtc.state.rooms.>")]
+    assert sorted(ids) == sorted(
+        keyspace.room_key(f"twice-{i}", "meta") + f"@{rev}" for i, rev in enumerate(revisions)
+    )
