@@ -5,12 +5,21 @@ container name; the host put in the heartbeat), ``JANUS_CAPACITY`` (10), ``ADMIN
 AudioBridge ``admin_key``; refused at its default in production), ``CANARY_ROOM_ID`` (999999),
 ``LEASE_TTL`` (10s), ``HTTP_ADDR`` (127.0.0.1:3002, not 8080: nginx owns 127.0.0.1:8080 here),
 ``ETCD_PREFIX_ROOMS`` / ``ETCD_PREFIX_JANUSES`` and the common blocks. The reference constants
-monitor interval 5 s and keepalive 15 s became ``MONITOR_INTERVAL`` and ``KEEPALIVE_INTERVAL``; the
-10 s Janus request timeout became ``JANUS_REQUEST_TIMEOUT``.
+monitor interval 5 s and keepalive 15 s became ``MONITOR_INTERVAL`` and ``KEEPALIVE_INTERVAL``
+(the keepalive is also capped at a third of the session timeout Janus reports); the 10 s Janus
+request timeout became ``JANUS_REQUEST_TIMEOUT`` (also how long start-up waits for Janus).
+
+``JANUS_CAPACITY`` (10): rooms this Janus takes. Measured on a 2-core box (docs/svc_janus.md):
+one AudioBridge room with one plain-RTP speaker and a forwarder costs about 1.5 % of a core,
+with three speakers about 3 %; 10 leaves ample headroom next to the mixers on the same host.
 
 New: ``JANUS_WS_URL`` (ws://127.0.0.1:8188): this project talks to Janus over its WebSocket API,
-so ``JANUS_BASE_URL`` (the HTTP transport, http://janus:8088) is dropped. Also dropped as dead:
-the etcd keepalive/TLS/size keys, ``HTTP_TLS_*`` and ``OTEL_*`` (see svc_rooms.config).
+so ``JANUS_BASE_URL`` (the HTTP transport, http://janus:8088) is dropped.
+``ALLOW_RTP_PARTICIPANTS`` (true): rooms accept plain-RTP participants (dial-in bridges, file
+players, tests) that know the pin. ``CANARY_ROOM_ID`` is gone: restarts are noticed by listing
+the rooms (a lost room is the symptom that matters) and by the session being lost.
+Also dropped as dead: the etcd keepalive/TLS/size keys, ``HTTP_TLS_*`` and ``OTEL_*`` (see
+svc_rooms.config).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from common.config import (
     HttpSettings,
     NatsSettings,
     at_least,
+    boolean,
     duration,
     integer,
     load_settings,
@@ -52,13 +62,15 @@ class Config:
         10.0, key="janus_request_timeout", parse=duration, help="timeout of one Janus API request"
     )
     admin_secret: str = setting("supersecret", secret=True, help="AudioBridge admin_key")
-    canary_room_id: int = setting(999999, help="AudioBridge room probed to notice a Janus restart")
+    allow_rtp_participants: bool = setting(
+        True, parse=boolean, help="rooms accept plain-RTP participants that know the pin"
+    )
     # etcd grants leases in whole seconds
     lease_ttl_s: float = setting(
         10.0, key="lease_ttl", parse=at_least(duration, 1), help="heartbeat lease TTL (>= 1s)"
     )
     monitor_interval_s: float = setting(
-        5.0, key="monitor_interval", parse=duration, help="period of the canary restart check"
+        5.0, key="monitor_interval", parse=duration, help="period of the Janus room check (restart detection)"
     )
     keepalive_interval_s: float = setting(
         15.0, key="keepalive_interval", parse=duration, help="Janus session keepalive period"
