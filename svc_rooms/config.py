@@ -2,8 +2,11 @@
 
 Keys kept from the reference: ``HTTP_ADDR`` (127.0.0.1:3000), ``HLS_ADV_URL`` and the common
 blocks (``APP_*``, ``ETCD_*``). New here: ``ADMIN_TOKEN`` (guards the admin API),
-``NATS_*`` (events, architecture.md s3) and ``HOUSEKEEPING_INTERVAL`` (a constant of 30 s in the
-reference, s4.3).
+``NATS_*`` (events, architecture.md s3), ``HOUSEKEEPING_INTERVAL`` (a constant of 30 s in the
+reference, s4.3), ``ROOM_MAX_AGE`` (3 h, a constant there; ``0`` = unlimited),
+``ROOM_REMOVING_GRACE`` (60 s, a constant there), ``ROOM_START_TIMEOUT`` (10 min, a constant
+there) and ``ETCD_PREFIX_SLOTS`` (``/slots/``: the per-module assignment slots, outside the state
+keyspace, see docs/svc_rooms.md).
 
 Renamed: ``ETCD_PREFIX_ROOM_STORE`` / ``ETCD_PREFIX_JANUS_STORE`` / ``ETCD_PREFIX_MIXER_STORE`` are
 ``ETCD_PREFIX_ROOMS`` / ``ETCD_PREFIX_JANUSES`` / ``ETCD_PREFIX_MIXERS``, the same names in every
@@ -25,6 +28,7 @@ from common.config import (
     HttpSettings,
     NatsSettings,
     duration,
+    key_prefix,
     load_settings,
     setting,
     url,
@@ -47,6 +51,27 @@ class Config:
     )
     housekeeping_interval_s: float = setting(
         30.0, key="housekeeping_interval", parse=duration, help="period of removal/migration/resync pass"
+    )
+    room_max_age_s: float = setting(
+        3 * 3600.0,
+        key="room_max_age",
+        parse=duration,
+        help="an onair room older than this is stopped (0 = never)",
+    )
+    room_removing_grace_s: float = setting(
+        60.0,
+        key="room_removing_grace",
+        parse=duration,
+        help="a removing room whose modules have not let go is force-deleted after this",
+    )
+    room_start_timeout_s: float = setting(
+        600.0,
+        key="room_start_timeout",
+        parse=duration,
+        help="a room with meta but no livemeta is deleted after this",
+    )
+    slots_prefix: str = setting(
+        "/slots/", key="etcd_prefix_slots", parse=key_prefix, help="etcd prefix of module assignment slots"
     )
 
     @classmethod

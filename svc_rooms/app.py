@@ -1,0 +1,195 @@
+"""svc_rooms wiring: etcd, NATS, the state relay, the reconcile runtime, housekeeping, HTTP, micro.
+
+``running(config)`` is the whole service as an async context manager (tests use it in-process
+with a fake clock); ``main(config, stop)`` runs it until ``stop`` is set. Start order: clients,
+the state relay (so lease expiries reach NATS), the reconcile runtime (consumer, snapshot,
+enqueue all), housekeeping, then the HTTP server and the micro registration; the stack unwinds
+in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+import os
+import re
+import socket
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import attrs
+
+from common.bus import Bus
+from common.errors import AppError
+from common.etcd import EtcdStore
+from common.keys import Collection, Kind
+from common.micro import serve_micro
+from common.reconcile import Interest, ReconcileRuntime, Target
+from common.relay import StateRelay
+from common.state import StateStore
+from common.wiring import keyspace_from, open_bus, open_etcd, serve_http
+from svc_rooms.api import create_app
+from svc_rooms.config import Config
+from svc_rooms.housekeeping import Housekeeper
+from svc_rooms.reconcile import RoomReconciler
+from svc_rooms.resources import ResourceManager
+from svc_rooms.roomstore import RoomStore
+from svc_rooms.service import Clock, RoomService, utc_now
+
+__all__ = ["SERVICE", "Rooms", "main", "running"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "svc_rooms"
+HEALTH_TIMEOUT_S = 2.0
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("audio-rtc")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def _instance_name() -> str:
+    # The durable consumer's name: one per running process (each keeps its own cache).
+    host = _NOT_TOKEN.sub("-", socket.gethostname())[:24]
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@attrs.frozen(kw_only=True)
+class Rooms:
+    """Handles on a running svc_rooms (for tests and benchmarks)."""
+
+    config: Config
+    service: RoomService
+    store: RoomStore
+    runtime: ReconcileRuntime
+    reconciler: RoomReconciler
+    housekeeper: Housekeeper
+    relay: StateRelay
+    url: str
+
+
+def _relay_running(relay: StateRelay) -> bool:
+    # StateRelay has no public liveness flag yet; its task retries forever, so "not done" = alive.
+    task: asyncio.Task[None] | None = relay._task
+    return task is not None and not task.done()
+
+
+async def _etcd_ok(etcd: EtcdStore, key: str) -> bool:
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            await etcd.get(key)
+    except (AppError, TimeoutError):
+        return False
+    return True
+
+
+@contextlib.asynccontextmanager
+async def running(
+    config: Config, *, clock: Clock = utc_now, run_housekeeping: bool = True
+) -> AsyncIterator[Rooms]:
+    """The service, running until the block exits. ``run_housekeeping=False``: tests call
+    ``housekeeper.run_once()`` themselves."""
+    keyspace = keyspace_from(config.etcd)
+    async with contextlib.AsyncExitStack() as stack:
+        etcd = await stack.enter_async_context(open_etcd(config.etcd))
+        bus: Bus = await stack.enter_async_context(open_bus(config.nats, name=SERVICE))
+        relay = await stack.enter_async_context(StateRelay(etcd=etcd, bus=bus, keyspace=keyspace))
+        store = RoomStore(etcd, bus, keyspace, slots_prefix=config.slots_prefix)
+        states = StateStore(etcd, bus, keyspace)
+        reconcilers: list[RoomReconciler] = []
+
+        async def reconcile(target: Target, view: Mapping[str, Any]) -> None:
+            await reconcilers[0].reconcile(target, view)
+
+        modules = frozenset({Kind.HEARTBEAT.value, Kind.MARK.value})
+        runtime = ReconcileRuntime(
+            service=SERVICE,
+            instance=_instance_name(),
+            etcd=etcd,
+            bus=bus,
+            keyspace=keyspace,
+            interests=[
+                Interest(
+                    Collection.ROOMS.value,
+                    frozenset({Kind.META.value, Kind.LIVEMETA.value, Kind.JANUS.value, Kind.MIXER.value}),
+                ),
+                Interest(Collection.JANUSES.value, modules),
+                Interest(Collection.MIXERS.value, modules),
+            ],
+            reconcile=reconcile,
+            resync_interval_s=config.housekeeping_interval_s,
+        )
+        resources = ResourceManager(runtime.cache, store)
+        service = RoomService(store, states, resources, hls_adv_url=config.hls_adv_url, clock=clock)
+        reconcilers.append(RoomReconciler(store, resources, runtime.cache, runtime.enqueue, clock=clock))
+        await stack.enter_async_context(runtime)
+        housekeeper = Housekeeper(
+            store,
+            service,
+            runtime.enqueue,
+            max_age_s=config.room_max_age_s,
+            removing_grace_s=config.room_removing_grace_s,
+            start_timeout_s=config.room_start_timeout_s,
+            clock=clock,
+        )
+        if run_housekeeping:
+            task = asyncio.create_task(
+                housekeeper.run_forever(config.housekeeping_interval_s), name="svc_rooms-housekeeping"
+            )
+
+            async def stop_housekeeping() -> None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+            stack.push_async_callback(stop_housekeeping)
+
+        probe_key = store.room_key("health-probe", Kind.META)
+
+        async def health() -> dict[str, bool]:
+            return {
+                "etcd": await _etcd_ok(etcd, probe_key),
+                "nats": bus.is_connected,
+                "relay": _relay_running(relay),
+                "reconciler": runtime.is_ready,
+            }
+
+        def status() -> dict[str, Any]:
+            return {
+                "cache_keys": len(runtime.cache),
+                "relay_published": relay.stats.published,
+                "relay_checkpoint": relay.stats.checkpoint,
+                "events_applied": runtime.stats.events_applied,
+                "modules": len(resources.modules()),
+            }
+
+        app = create_app(service, admin_token=config.admin_token, health=health)
+        server = await stack.enter_async_context(serve_http(app, config.http.addr, name=SERVICE))
+        await stack.enter_async_context(
+            serve_micro(bus, name=SERVICE, version=_version(), description="room manager", status=status)
+        )
+        host, port = server.servers[0].sockets[0].getsockname()[:2] if server.servers else ("", 0)
+        url = f"http://{host}:{port}" if port else f"http://{config.http.addr}"
+        yield Rooms(
+            config=config,
+            service=service,
+            store=store,
+            runtime=runtime,
+            reconciler=reconcilers[0],
+            housekeeper=housekeeper,
+            relay=relay,
+            url=url,
+        )
+
+
+async def main(config: Config, stop: asyncio.Event) -> None:
+    async with running(config) as rooms:
+        logger.info("svc_rooms ready at %s", rooms.url)
+        await stop.wait()

@@ -1,0 +1,209 @@
+"""Reconcile rooms and modules (architecture.md s4): finish removals, migrate rooms.
+
+For a room:
+- ``removing`` and neither a janus nor a mixer record left (the modules have let go): delete
+  every key of the room at once, in a transaction that checks they are still gone;
+- ``onair`` on a module that must be left (its heartbeat is gone: lease expired; it is
+  unhealthy; or it is marked draining/drained/unready): move the room to a pickable module by
+  one transaction on livemeta (generation + 1, old slot released, new slot taken) and publish
+  ``rtc.events.rooms.<roomId>.migrated`` per moved module. The event's message id is
+  ``<roomId>.migrated.<generation>.<kind>``, so a retried publish is dropped by JetStream, and
+  an event whose publish failed stays in an outbox that the room's next run flushes first. If
+  no module can take the room it stays onair where it is and the run fails with Unavailable:
+  the scheduler logs it and retries with backoff, and a module event re-enqueues it.
+
+For a module (heartbeat or mark changed): enqueue the onair rooms that must leave a module, so
+a death, a drain or a newly available module is acted on at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from common.errors import Conflict, Unavailable
+from common.etcd import Compare
+from common.keys import Collection, Kind, StateKey
+from common.reconcile import StateCache, Target
+from common.records import LiveMeta, LiveStatus, MigrationKind, MigrationReason, RoomMigrated
+from svc_rooms import metrics
+from svc_rooms.modules import assigned_counts, module_state
+from svc_rooms.resources import ResourceManager
+from svc_rooms.roomstore import RoomStore, Slot
+from svc_rooms.service import Clock, utc_now
+
+__all__ = ["RoomReconciler", "migration_msg_id"]
+
+logger = logging.getLogger(__name__)
+
+_KINDS = (
+    (MigrationKind.JANUS, Collection.JANUSES),
+    (MigrationKind.MIXER, Collection.MIXERS),
+)
+
+
+def migration_msg_id(room_id: str, generation: int, kind: MigrationKind) -> str:
+    return f"{room_id}.migrated.{generation}.{kind.value}"
+
+
+@attrs.frozen(kw_only=True)
+class _Move:
+    kind: MigrationKind
+    collection: Collection
+    from_: str
+    reason: MigrationReason
+
+
+class RoomReconciler:
+    """``reconcile(target, view)`` for the runtime; see the module doc."""
+
+    def __init__(
+        self,
+        store: RoomStore,
+        resources: ResourceManager,
+        cache: StateCache,
+        enqueue: Callable[[Target, float], None],
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.store = store
+        self.resources = resources
+        self.cache = cache
+        self._enqueue = enqueue
+        self.clock = clock
+        self._outbox: dict[str, list[tuple[str, RoomMigrated, str]]] = {}
+
+    async def reconcile(self, target: Target, view: Mapping[str, Any]) -> None:
+        if target.collection == Collection.ROOMS:
+            await self._room(target.id, view)
+        else:
+            self._module(target)
+
+    # -- modules ----------------------------------------------------------------------------
+
+    def _module(self, target: Target) -> None:
+        counts = assigned_counts(self.cache)
+        for room_id, live in self.cache.items(Collection.ROOMS, Kind.LIVEMETA):
+            if isinstance(live, LiveMeta) and live.status is LiveStatus.ONAIR and self._moves(live, counts):
+                self._enqueue(Target(Collection.ROOMS, room_id), 0.0)
+
+    def _moves(self, live: LiveMeta, counts: Mapping[tuple[str, str], int]) -> list[_Move]:
+        moves: list[_Move] = []
+        for kind, collection in _KINDS:
+            module_id = live.janus_id if kind is MigrationKind.JANUS else live.mixer_id
+            reason = module_state(self.cache, collection, module_id, counts).evacuate_reason
+            if reason is not None:
+                moves.append(_Move(kind=kind, collection=collection, from_=module_id, reason=reason))
+        return moves
+
+    # -- rooms ------------------------------------------------------------------------------
+
+    async def _room(self, room_id: str, view: Mapping[str, Any]) -> None:
+        await self._flush(room_id)
+        live = view.get(Kind.LIVEMETA)
+        if not isinstance(live, LiveMeta):
+            return
+        if live.status is LiveStatus.REMOVING:
+            if Kind.JANUS not in view and Kind.MIXER not in view:
+                await self._finish_removal(room_id)
+            return
+        moves = self._moves(live, assigned_counts(self.cache))
+        if moves:
+            await self._migrate(room_id, live, moves)
+
+    async def _finish_removal(self, room_id: str) -> None:
+        room = await self.store.read_room(room_id)
+        live = room.livemeta.record if room.livemeta is not None else None
+        if live is None or live.status is not LiveStatus.REMOVING or room.janus or room.mixer:
+            return  # changed meanwhile; its own event brings us back
+        if not await self.store.delete_room(room, require_absent=(Kind.JANUS, Kind.MIXER)):
+            raise Conflict("room changed while being deleted", room_id=room_id)
+        metrics.HOUSEKEEPING_DELETIONS.labels(rule="removed").inc()
+        logger.info("room %s: removing -> deleted (modules let go)", room_id)
+
+    async def _migrate(self, room_id: str, live: LiveMeta, moves: list[_Move]) -> None:
+        entry = self.cache.entry(StateKey(Collection.ROOMS, room_id, Kind.LIVEMETA))
+        if entry is None:
+            return
+        targets: list[tuple[_Move, Slot]] = []
+        blocked: list[_Move] = []
+        for move in moves:
+            slot = await self.resources.pick_slot(move.collection, exclude={move.from_})
+            if slot is None:
+                blocked.append(move)
+            else:
+                targets.append((move, slot))
+        if targets:
+            await self._commit_moves(room_id, live, entry.mod_revision, targets)
+        if blocked:
+            for move in blocked:
+                metrics.MIGRATION_BLOCKED.labels(kind=move.kind.value).inc()
+            what = ", ".join(f"{m.collection.value} {m.from_} ({m.reason.value})" for m in blocked)
+            raise Unavailable(
+                f"room {room_id} must leave {what} but no other module is available; "
+                "it stays onair there, retrying",
+                room_id=room_id,
+            )
+
+    async def _commit_moves(
+        self, room_id: str, live: LiveMeta, mod_revision: int, targets: list[tuple[_Move, Slot]]
+    ) -> None:
+        generation = live.generation + 1
+        changes: dict[str, Any] = {"generation": generation}
+        release: list[Slot] = []
+        for move, slot in targets:
+            changes["janus_id" if move.kind is MigrationKind.JANUS else "mixer_id"] = slot.module_id
+            old = await self.store.find_slot(move.collection, move.from_, room_id)
+            if old is not None:
+                release.append(old)
+        new_live = attrs.evolve(live, **changes)
+        live_skey = StateKey(Collection.ROOMS, room_id, Kind.LIVEMETA)
+        revision = await self.store.commit(
+            [Compare.mod_revision_is(self.store.key(live_skey), mod_revision)],
+            puts=[(live_skey, new_live)],
+            acquire=[(slot, room_id) for _, slot in targets],
+            release=release,
+        )
+        if revision is None:
+            raise Conflict("room or slot changed during migration", room_id=room_id)
+        now = self.clock()
+        pending = self._outbox.setdefault(room_id, [])
+        for move, slot in targets:
+            metrics.MIGRATIONS.labels(kind=move.kind.value, reason=move.reason.value).inc()
+            logger.warning(
+                "room %s migrated: %s %s -> %s (%s), generation %d",
+                room_id,
+                move.kind.value,
+                move.from_,
+                slot.module_id,
+                move.reason.value,
+                generation,
+            )
+            event = RoomMigrated(
+                room_id=room_id,
+                kind=move.kind,
+                from_=move.from_,
+                to=slot.module_id,
+                generation=generation,
+                reason=move.reason,
+                at=now,
+            )
+            pending.append(
+                (
+                    self.store.event_subject(room_id, "migrated"),
+                    event,
+                    migration_msg_id(room_id, generation, move.kind),
+                )
+            )
+        await self._flush(room_id)
+
+    async def _flush(self, room_id: str) -> None:
+        pending = self._outbox.get(room_id)
+        while pending:
+            subject, event, msg_id = pending[0]
+            await self.store.publish_event(subject, event, msg_id=msg_id)
+            pending.pop(0)
+        self._outbox.pop(room_id, None)
