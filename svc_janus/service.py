@@ -26,13 +26,19 @@ from common.errors import AppError, Conflict, NotFound, log_error
 from common.ids import is_valid_id
 from svc_janus.audiobridge import AudioBridge, Forwarder
 
-__all__ = ["CREATE_ATTEMPTS", "HeldRoom", "RoomService", "Wanted", "random_room_number"]
+__all__ = ["CREATE_ATTEMPTS", "HeldRoom", "RoomService", "Wanted", "random_room_number", "room_secret"]
 
 logger = logging.getLogger(__name__)
 
 CREATE_ATTEMPTS = 5
 ROOM_NUMBER_MIN = 100_000
 ROOM_NUMBER_MAX = 999_999
+
+
+def room_secret(admin_secret: str, janus_id: str, room_id: str, janus_room_id: int) -> str:
+    """A room's secret: only holders of the admin secret can change or destroy the room."""
+    msg = f"{janus_id}/{room_id}/{janus_room_id}".encode()
+    return hmac.new(admin_secret.encode(), msg, hashlib.sha256).hexdigest()[:32]
 
 
 def random_room_number() -> int:
@@ -72,14 +78,12 @@ class RoomService:
     ) -> None:
         self._bridge = bridge
         self.janus_id = janus_id
-        self._key = admin_secret.encode()
+        self._admin_secret = admin_secret
         self.allow_rtp_participants = allow_rtp_participants
         self.held: dict[str, HeldRoom] = {}
 
     def secret_for(self, room_id: str, janus_room_id: int) -> str:
-        """The room's secret: only holders of the admin secret can change or destroy the room."""
-        msg = f"{self.janus_id}/{room_id}/{janus_room_id}".encode()
-        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:32]
+        return room_secret(self._admin_secret, self.janus_id, room_id, janus_room_id)
 
     # -- rooms -----------------------------------------------------------------------------
 
