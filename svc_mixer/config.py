@@ -11,9 +11,15 @@ project, on 127.0.0.1:8085) instead of the old key server on :3101; ``HLS_DIR`` 
 ``.run/hls`` (relative to the working directory) instead of ``/hls``.
 
 New: ``STATE_DIR`` (.run/mixer): pid files of the FFmpeg processes this mixer started (so a
-restart can kill orphans) and the per-room SDP files. It replaces ``TEMP_DIR`` and ``SDP_DIR``,
-which are dropped. ``ETCD_PREFIX_MIXER`` is ``ETCD_PREFIX_MIXERS``; the etcd keepalive/TLS/size
-keys, ``HTTP_TLS_*`` and ``OTEL_*`` are dropped as dead (see svc_rooms.config).
+restart can kill orphans), the reserved RTP ports, the per-room SDP, key and key info files. It
+replaces ``TEMP_DIR`` and ``SDP_DIR``, which are dropped. ``HLS_KEY_SECRET``: the server secret
+the rooms' AES-128 keys are derived from (common.hlskey; svc_users must have the same one).
+``HLS_TIME`` (2s), ``HLS_LIST_SIZE`` (5), ``HLS_DELETE_GRACE`` (60s: a deleted room's HLS dir
+stays this long), ``AUDIO_BITRATE`` (48k), ``AUDIO_CHANNELS`` (1), ``FFMPEG_BIN`` (ffmpeg),
+``FFMPEG_STOP_TIMEOUT`` (5s: SIGTERM, then SIGKILL). ``RTP_PORT_END`` is exclusive, as in the
+reference's port manager (``p >= end`` was skipped). ``ETCD_PREFIX_MIXER`` is
+``ETCD_PREFIX_MIXERS``; the etcd keepalive/TLS/size keys, ``HTTP_TLS_*`` and ``OTEL_*`` are
+dropped as dead (see svc_rooms.config).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from common.config import (
     duration,
     integer,
     load_settings,
+    number,
     port,
     setting,
     url,
@@ -51,23 +58,40 @@ class Config:
     host: str = setting("127.0.0.1", key="mixer_ip", help="address Janus forwards RTP to; advertised")
     mixer_capacity: int = setting(10, parse=at_least(integer, 1), help="rooms (FFmpeg processes) taken")
     rtp_port_start: int = setting(10000, parse=port, help="first RTP port of the pool")
-    rtp_port_end: int = setting(20000, parse=port, help="last RTP port of the pool (inclusive)")
+    rtp_port_end: int = setting(20000, parse=port, help="end of the RTP port pool (exclusive)")
     key_base_url: str = setting(
         "http://127.0.0.1:8085/hls/rooms/",
         parse=url("http", "https"),
         help="base of the AES-128 key URI written into playlists",
     )
     hls_dir: str = setting(".run/hls", help="directory FFmpeg writes HLS playlists and segments into")
-    state_dir: str = setting(".run/mixer", help="pid files and SDP files of this mixer")
+    state_dir: str = setting(".run/mixer", help="pid files, port reservations, SDP and key files")
+    hls_key_secret: str = setting(
+        "dev-hls-key-secret-change-in-production",
+        secret=True,
+        help="server secret the rooms' AES-128 HLS keys are derived from (same as svc_users)",
+    )
+    hls_time_s: float = setting(2.0, key="hls_time", parse=at_least(duration, 0.5), help="HLS segment length")
+    hls_list_size: int = setting(5, parse=at_least(integer, 2), help="segments listed in the live playlist")
+    hls_delete_grace_s: float = setting(
+        60.0, key="hls_delete_grace", parse=duration, help="a deleted room's HLS dir is removed after this"
+    )
+    audio_bitrate: str = setting("48k", help="AAC bitrate of the HLS audio (FFmpeg syntax, e.g. 48k)")
+    audio_channels: int = setting(1, parse=at_least(integer, 1), help="channels of the HLS audio (1 = mono)")
+    ffmpeg_bin: str = setting("ffmpeg", help="FFmpeg executable (name on PATH or a path)")
+    ffmpeg_stop_timeout_s: float = setting(
+        5.0, key="ffmpeg_stop_timeout", parse=at_least(number, 0.1), help="SIGTERM -> SIGKILL delay"
+    )
     # etcd grants leases in whole seconds
     lease_ttl_s: float = setting(
         10.0, key="lease_ttl", parse=at_least(duration, 1), help="heartbeat lease TTL (>= 1s)"
     )
 
     def __attrs_post_init__(self) -> None:
-        if self.rtp_port_end < self.rtp_port_start:
+        if self.rtp_port_end < self.rtp_port_start + 2:
             raise ConfigError(
-                f"RTP_PORT_END={self.rtp_port_end} is below RTP_PORT_START={self.rtp_port_start}",
+                f"RTP_PORT_END={self.rtp_port_end} leaves no even port pair after "
+                f"RTP_PORT_START={self.rtp_port_start}",
                 variable="RTP_PORT_END",
             )
 
