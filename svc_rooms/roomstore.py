@@ -88,11 +88,11 @@ class RoomStore:
 
     def slot_prefix(self, collection: Collection, module_id: str) -> str:
         self.keyspace.module_key(collection, module_id, Kind.HEARTBEAT)  # validates both
-        return f"{self.slots_prefix}{collection.value}/{module_id}/"
+        return f"{self.slots_prefix}{Collection(collection).value}/{module_id}/"
 
     def slot(self, collection: Collection, module_id: str, index: int) -> Slot:
         return Slot(
-            collection=collection,
+            collection=Collection(collection),
             module_id=module_id,
             index=index,
             key=f"{self.slot_prefix(collection, module_id)}{index}",
@@ -137,7 +137,7 @@ class RoomStore:
                 continue
             index = int(tail)
             taken[index] = Slot(
-                collection=collection,
+                collection=Collection(collection),
                 module_id=module_id,
                 index=index,
                 key=kv.key,
