@@ -261,7 +261,7 @@ def decode_opus_rtp(packets: list[bytes]) -> bytes:
         )
         out = Path(tmp) / "out.pcm"
         argv = ["ffmpeg", "-nostdin", "-loglevel", "error", "-protocol_whitelist", "file,udp,rtp"]
-        argv += ["-i", str(sdp), "-t", "30", "-ac", "1", "-ar", "48000", "-f", "s16le", str(out)]
+        argv += ["-i", str(sdp), "-ac", "1", "-ar", "48000", "-flush_packets", "1", "-f", "s16le", str(out)]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         try:
             time.sleep(0.7)  # ffmpeg opens its RTP port
@@ -271,7 +271,9 @@ def decode_opus_rtp(packets: list[bytes]) -> bytes:
                     time.sleep(0.0005)  # a burst would overflow the receive buffer
             time.sleep(0.5)
         finally:
-            proc.terminate()
+            # ffmpeg ignores SIGTERM while its UDP input waits; every packet is on disk already
+            # (flush_packets), so nothing is lost by a kill.
+            proc.kill()
             proc.wait(10)
         return out.read_bytes() if out.exists() else b""
 
