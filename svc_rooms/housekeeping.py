@@ -92,7 +92,9 @@ class Housekeeper:
                 done[rule] += 1
                 metrics.HOUSEKEEPING_DELETIONS.labels(rule=rule).inc()
         try:
-            done["orphan_slot"] += await self._slots(rooms)
+            freed = await self._slots(rooms)
+            if freed:
+                done["orphan_slot"] += freed
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,0 +1,177 @@
+"""Room migration: a dead, draining or unready module's rooms move; cordon keeps them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from common.bus import Bus
+from common.contracts import validate_payload
+from common.keys import Collection
+from common.records import LiveStatus, RoomMigrated, decode_payload
+from svc_rooms.app import Rooms
+from tests.integration.eventcore import eventually
+from tests.integration.svc_rooms.conftest import ADMIN, StartModule
+
+MIGRATED = "rtc.events.rooms.*.migrated"
+
+
+@pytest.fixture
+async def migrated(bus: Bus) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every migrated event published from now on, as (validated) JSON."""
+    got: list[dict[str, Any]] = []
+
+    async def on_msg(msg: Any) -> None:
+        validate_payload(msg.subject, msg.data)
+        got.append({"subject": msg.subject, **json.loads(msg.data)})
+        await msg.ack()
+
+    sub = await bus.js.subscribe(MIGRATED, cb=on_msg, stream="RTC_EVENTS")
+    try:
+        yield got
+    finally:
+        await sub.unsubscribe()
+
+
+async def _seen(rooms: Rooms, collection: str, ids: set[str]) -> None:
+    def check() -> bool:
+        return {m.id for m in rooms.service.resources.modules(Collection(collection)) if m.heartbeat} >= ids
+
+    await eventually(check, 5, f"{collection} {sorted(ids)} in the cache")
+
+
+async def _mark(client: httpx.AsyncClient, module: str, label: str | None) -> None:
+    if label is None:
+        r = await client.delete(f"/api/modules/{module}/mark", headers=ADMIN)
+    else:
+        r = await client.put(f"/api/modules/{module}/mark", json={"label": label}, headers=ADMIN)
+    assert r.status_code == 200
+
+
+async def _create_on(rooms: Rooms, client: httpx.AsyncClient, ids: list[str]) -> None:
+    for room_id in ids:
+        r = await client.post("/api/rooms", json={"roomId": room_id})
+        assert r.status_code == 201, r.text
+
+
+async def _mixers(rooms: Rooms) -> dict[str, tuple[str, int]]:
+    out = {}
+    for room_id, room in (await rooms.store.read_all()).items():
+        assert room.livemeta is not None
+        live = room.livemeta.record
+        assert live.status is LiveStatus.ONAIR
+        out[room_id] = (live.mixer_id, live.generation)
+    return out
+
+
+@pytest.fixture
+async def two_mixers(rooms: Rooms, client: httpx.AsyncClient, modules: StartModule) -> Any:
+    """janus-1 and mixers mixer-a (TTL 2 s) / mixer-b; three rooms all on mixer-a."""
+    await modules("januses", "janus-1", capacity=100)
+    mixer_a = await modules("mixers", "mixer-a", capacity=10, ttl_s=2)
+    await modules("mixers", "mixer-b", capacity=10)
+    await _seen(rooms, "mixers", {"mixer-a", "mixer-b"})
+    await _seen(rooms, "januses", {"janus-1"})
+    await _mark(client, "mixers/mixer-b", "cordon")
+    await eventually(
+        lambda: [m.id for m in rooms.service.resources.candidates(Collection.MIXERS)] == ["mixer-a"],
+        5,
+        "cordon seen",
+    )
+    await _create_on(rooms, client, ["mig-1", "mig-2", "mig-3"])
+    await _mark(client, "mixers/mixer-b", None)
+    await eventually(
+        lambda: len(rooms.service.resources.candidates(Collection.MIXERS)) == 2, 5, "unmark seen"
+    )
+    assert {m for m, _ in (await _mixers(rooms)).values()} == {"mixer-a"}
+    return mixer_a
+
+
+async def test_lease_expiry_moves_rooms_and_publishes_migrated(
+    rooms: Rooms, two_mixers: Any, migrated: list[dict[str, Any]]
+) -> None:
+    started = time.monotonic()
+    await two_mixers.crash()
+
+    async def moved() -> bool:
+        return await _mixers(rooms) == {r: ("mixer-b", 1) for r in ("mig-1", "mig-2", "mig-3")}
+
+    await eventually(moved, two_mixers.ttl_s + 5, "rooms on mixer-b")
+    assert time.monotonic() - started <= two_mixers.ttl_s + 5
+    await eventually(lambda: len(migrated) >= 3, 5, "three migrated events")
+    await asyncio.sleep(0.3)  # a duplicate would arrive now
+    assert sorted(e["roomId"] for e in migrated) == ["mig-1", "mig-2", "mig-3"]
+    for event in migrated:
+        assert event["subject"] == f"rtc.events.rooms.{event['roomId']}.migrated"
+        assert (event["kind"], event["from"], event["to"]) == ("mixer", "mixer-a", "mixer-b")
+        assert (event["reason"], event["generation"]) == ("lease_expired", 1)
+        decode_payload(RoomMigrated, {k: v for k, v in event.items() if k != "subject"})
+    slots = await rooms.store.read_all_slots()
+    assert {(s.collection.value, s.module_id) for s in slots} == {
+        ("mixers", "mixer-b"),
+        ("januses", "janus-1"),
+    }
+
+
+async def test_draining_moves_rooms_then_shows_drained(
+    rooms: Rooms, client: httpx.AsyncClient, two_mixers: Any, migrated: list[dict[str, Any]]
+) -> None:
+    await _mark(client, "mixers/mixer-a", "draining")
+
+    async def moved() -> bool:
+        return {m for m, _ in (await _mixers(rooms)).values()} == {"mixer-b"}
+
+    await eventually(moved, 5, "rooms drained to mixer-b")
+    await eventually(lambda: len(migrated) == 3, 5, "three migrated events")
+    assert {e["reason"] for e in migrated} == {"draining"}
+    r = await client.get("/api/modules", headers=ADMIN)
+    listed = {m["id"]: m for m in r.json()["modules"]}
+    assert listed["mixer-a"]["label"] == "drained" and listed["mixer-a"]["load"]["assigned"] == 0
+    assert listed["mixer-b"]["load"]["assigned"] == 3
+
+
+async def test_cordon_keeps_rooms(
+    rooms: Rooms, client: httpx.AsyncClient, two_mixers: Any, migrated: list[dict[str, Any]]
+) -> None:
+    await _mark(client, "mixers/mixer-a", "cordon")
+    await eventually(
+        lambda: [m.id for m in rooms.service.resources.candidates(Collection.MIXERS)] == ["mixer-b"],
+        5,
+        "cordon seen",
+    )
+    await rooms.housekeeper.run_once()  # enqueues every onair room for a migration check
+    await asyncio.sleep(1.0)
+    assert {m for m, _ in (await _mixers(rooms)).values()} == {"mixer-a"}
+    assert migrated == []
+    r = await client.post("/api/rooms", json={"roomId": "after-cordon"})
+    assert r.json()["room"]["mixerId"] == "mixer-b"
+
+
+async def test_no_other_module_keeps_the_room_onair_until_one_appears(
+    rooms: Rooms, client: httpx.AsyncClient, modules: StartModule, migrated: list[dict[str, Any]]
+) -> None:
+    await modules("januses", "janus-1", capacity=10)
+    only = await modules("mixers", "mixer-only", capacity=10, ttl_s=2)
+    await _seen(rooms, "mixers", {"mixer-only"})
+    await _seen(rooms, "januses", {"janus-1"})
+    await _create_on(rooms, client, ["stay-1"])
+    await only.crash()
+    await eventually(
+        lambda: not rooms.service.resources.modules(Collection.MIXERS)[0].heartbeat, 8, "lease expired"
+    )
+    await asyncio.sleep(1.0)
+    assert await _mixers(rooms) == {"stay-1": ("mixer-only", 0)}
+    assert (await client.get("/api/rooms/stay-1")).json()["room"]["mixer"]["healthy"] is False
+    await modules("mixers", "mixer-new", capacity=10)
+
+    async def moved() -> bool:
+        return await _mixers(rooms) == {"stay-1": ("mixer-new", 1)}
+
+    await eventually(moved, 5, "room moved to the new mixer")
+    await eventually(lambda: len(migrated) == 1, 5, "one migrated event")
