@@ -8,7 +8,9 @@ reference, used here for the tokens this service issues), ``ETCD_PREFIX_ROOMS`` 
 ``ETCD_ROOM_PREFIX``) and the common blocks, including ``APP_SHUTDOWN_TIMEOUT`` (missing in the
 reference's users service). The reference constants became keys: ``USER_STATUS_TIMEOUT`` (30 s),
 ``ROOM_MAX_TTL`` (6 h), ``EXPIRY_CHECK_INTERVAL`` (10 s). New: ``HLS_KEY_SECRET``, the server
-secret the rooms' AES-128 keys are derived from (architecture.md s5), and ``NATS_*``.
+secret the rooms' AES-128 keys are derived from (architecture.md s5; the mixer needs the same),
+``VIEWER_TOKEN_TTL`` (15m: lifetime of the HLS viewer tokens of ``POST /api/token``) and
+``NATS_*``.
 
 Dropped: ``PREFIX_ROOM_STORE`` (unused), the three ``REDIS_*_STREAM`` names and
 ``STREAM_TRIM_INTERVAL`` (user status and kick events go over NATS here), the hlsserver's
@@ -56,6 +58,9 @@ class Config:
         "dev-hls-key-secret-change-in-production",
         secret=True,
         help="server secret the rooms' AES-128 HLS keys are derived from",
+    )
+    viewer_token_ttl_s: float = setting(
+        900.0, key="viewer_token_ttl", parse=at_least(duration, 1), help="lifetime of HLS viewer tokens"
     )
     user_status_timeout_s: float = setting(
         30.0, key="user_status_timeout", parse=duration, help="a status older than this is cleared"
