@@ -1,0 +1,79 @@
+"""Contract of ``rtc.state.rooms.{roomId}.janus``: svc_janus (the real producer) publishes it
+when it builds a room; the payload validates, and a reconcile runtime (how svc_rooms and
+svc_gateway consume state) accepts it into its cache as a JanusRecord."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from nats.aio.msg import Msg
+
+from common import records
+from common.bus import Bus
+from common.contracts import contract_for, validate_payload
+from common.etcd import EtcdStore
+from common.keys import Keyspace
+from common.reconcile import Interest, ReconcileRuntime, Target
+from common.state import StateStore
+from svc_janus.app import running
+from svc_janus.config import Config
+from tests.integration.eventcore import eventually
+from tests.integration.svc_janus.conftest import janus_id, janus_server, manager_config, store  # noqa: F401
+from tests.integration.svc_janus.janus_helpers import live_room, mixer_record, stop_room, unique_id
+
+pytestmark = pytest.mark.janus
+
+
+async def test_producer_message_validates_and_a_consumer_accepts_it(
+    manager_config: Config,  # noqa: F811
+    store: StateStore,  # noqa: F811
+    etcd: EtcdStore,
+    bus: Bus,
+    keyspace: Keyspace,
+) -> None:
+    room_id = unique_id("ct")
+    subject = f"rtc.state.rooms.{room_id}.janus"
+    assert "svc_janus" in contract_for(subject).producers
+    got: list[Msg] = []
+    seen: list[Any] = []
+
+    async def consumer_reconcile(target: Target, view: Mapping[str, Any]) -> None:
+        if target.id == room_id and "janus" in view:
+            seen.append(view["janus"])
+
+    async def collect(msg: Msg) -> None:
+        got.append(msg)
+
+    sub = await bus.nc.subscribe(subject, cb=collect)
+    consumer = ReconcileRuntime(
+        service="svc_rooms",
+        instance="contract",
+        etcd=etcd,
+        bus=bus,
+        keyspace=keyspace,
+        interests=[Interest("rooms", frozenset({"janus"}))],
+        reconcile=consumer_reconcile,
+    )
+    try:
+        async with consumer, running(manager_config):
+            await live_room(store, room_id, janus_id=manager_config.janus_id)
+            await mixer_record(store, room_id, 40000)
+            await eventually(lambda: len(got) >= 2, 10, "room_created and forwarding published")
+            await stop_room(store, room_id)
+            await eventually(lambda: len(got) >= 3, 10, "the delete published")
+            await eventually(lambda: len(seen) >= 1, 10, "the consumer reconciled the janus record")
+        statuses = []
+        for msg in got:
+            validate_payload(msg.subject, msg.data)
+            event = records.decode_event(msg.data, subject=msg.subject)
+            if event.op is records.StateOp.PUT:
+                rec = records.decode_record("janus", event.value, key=event.key)
+                assert rec.janus_id == manager_config.janus_id
+                statuses.append(rec.status)
+        assert statuses[:2] == [records.JanusStatus.ROOM_CREATED, records.JanusStatus.FORWARDING]
+        assert records.decode_event(got[-1].data).op is records.StateOp.DELETE
+        assert isinstance(seen[0], records.JanusRecord)
+    finally:
+        await sub.unsubscribe()
