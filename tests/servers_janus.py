@@ -71,7 +71,6 @@ class JanusServer(ServerProcess):
 
     def template_values(self) -> dict[str, str]:
         return {
-            "janus_config_dir": str(self.config_dir),
             "janus_http_port": str(self.http_port),
             "janus_ws_port": str(self.ws_port),
             "janus_admin_http_port": str(self.admin_http_port),
