@@ -3,9 +3,8 @@ an HTTP client, and helpers to simulate modules (fakes.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,39 +16,15 @@ from common.keys import Keyspace
 from common.state import StateStore
 from svc_rooms.app import Rooms, running
 from svc_rooms.config import Config
-from tests.integration.svc_rooms.fakes import FakeModule
-from tests.servers import EtcdServer, NatsServer, free_port
-
-ADMIN_TOKEN = "test-admin-token"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-class FakeClock:
-    """A settable UTC clock for housekeeping rules."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-def rooms_env(etcd_server: EtcdServer, nats_server: NatsServer, keyspace: Keyspace) -> dict[str, str]:
-    root = keyspace.rooms[: -len("rooms/")]
-    return {
-        "ETCD_ENDPOINTS": etcd_server.endpoint,
-        "NATS_SERVERS": nats_server.url,
-        "ETCD_PREFIX_ROOMS": keyspace.rooms,
-        "ETCD_PREFIX_JANUSES": keyspace.januses,
-        "ETCD_PREFIX_MIXERS": keyspace.mixers,
-        "ETCD_PREFIX_SLOTS": f"{root}slots/",
-        "HTTP_ADDR": f"127.0.0.1:{free_port()}",
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        "HLS_ADV_URL": "http://127.0.0.1:8080/hls/",
-    }
+from tests.integration.svc_rooms.fakes import (
+    ADMIN,
+    ADMIN_TOKEN,
+    FakeClock,
+    FakeModule,
+    StartModule,
+    rooms_env,
+)
+from tests.servers import EtcdServer, NatsServer
 
 
 @pytest.fixture
@@ -79,9 +54,6 @@ def states(etcd: EtcdStore, bus: Bus, keyspace: Keyspace) -> StateStore:
     return StateStore(etcd, bus, keyspace)
 
 
-StartModule = Callable[..., Awaitable[FakeModule]]
-
-
 @pytest.fixture
 async def modules(states: StateStore) -> AsyncIterator[StartModule]:
     """``await modules("mixers", "mx-1", capacity=10)`` starts a fake module, stopped at teardown."""
@@ -92,3 +64,6 @@ async def modules(states: StateStore) -> AsyncIterator[StartModule]:
             return await stack.enter_async_context(module)
 
         yield start
+
+
+__all__ = ["ADMIN", "ADMIN_TOKEN", "FakeClock", "StartModule"]

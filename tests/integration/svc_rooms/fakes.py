@@ -10,13 +10,69 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
 
 from common import records
-from common.keys import StateKey
+from common.bus import Bus
+from common.etcd import EtcdStore
+from common.keys import Collection, Keyspace, StateKey
 from common.state import StateStore
+from svc_rooms.app import Rooms, running
+from svc_rooms.config import Config
+from tests.servers import EtcdServer, NatsServer, free_port
 
-__all__ = ["FakeModule"]
+__all__ = [
+    "ADMIN",
+    "ADMIN_TOKEN",
+    "FakeClock",
+    "FakeModule",
+    "Harness",
+    "StartModule",
+    "rooms_env",
+    "rooms_harness",
+]
+
+
+class FakeClock:
+    """A settable UTC clock for housekeeping rules."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+StartModule = Callable[..., Awaitable["FakeModule"]]
+
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def rooms_env(etcd_server: EtcdServer, nats_server: NatsServer, keyspace: Keyspace) -> dict[str, str]:
+    """svc_rooms's environment for a test: the test servers, the keyspace, a free port."""
+    root = keyspace.rooms[: -len("rooms/")]
+    return {
+        "ETCD_ENDPOINTS": etcd_server.endpoint,
+        "NATS_SERVERS": nats_server.url,
+        "ETCD_PREFIX_ROOMS": keyspace.rooms,
+        "ETCD_PREFIX_JANUSES": keyspace.januses,
+        "ETCD_PREFIX_MIXERS": keyspace.mixers,
+        "ETCD_PREFIX_SLOTS": f"{root}slots/",
+        "HTTP_ADDR": f"127.0.0.1:{free_port()}",
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "HLS_ADV_URL": "http://127.0.0.1:8080/hls/",
+    }
 
 
 class FakeModule:
@@ -85,3 +141,45 @@ class FakeModule:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+@attrs.define
+class Harness:
+    """A running svc_rooms with its own NATS, a unique etcd keyspace, a client and fake modules."""
+
+    rooms: Rooms
+    client: httpx.AsyncClient
+    bus: Bus
+    states: StateStore
+    stack: contextlib.AsyncExitStack
+
+    async def module(self, collection: str, module_id: str, **kwargs: Any) -> FakeModule:
+        return await self.stack.enter_async_context(FakeModule(self.states, collection, module_id, **kwargs))
+
+    async def seen(self, collection: str, count: int) -> None:
+        """Wait until ``count`` modules of ``collection`` are pickable in the service's cache."""
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(self.rooms.service.resources.candidates(Collection(collection))) != count:
+            assert asyncio.get_running_loop().time() < deadline, f"{count} {collection} not seen"
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def rooms_harness(run_dir: Path, etcd_server: EtcdServer) -> AsyncIterator[Harness]:
+    """For tests outside tests/integration (contract tests), which do not see its fixtures."""
+    nats_server = NatsServer(run_dir / "nats-rooms")
+    nats_server.start()
+    keyspace = Keyspace.under(f"/t-{uuid.uuid4().hex[:12]}/")
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            etcd = await stack.enter_async_context(EtcdStore.open([etcd_server.endpoint]))
+            bus = await stack.enter_async_context(Bus.open([nats_server.url], name="test"))
+            config = Config.from_env(rooms_env(etcd_server, nats_server, keyspace))
+            rooms = await stack.enter_async_context(running(config, run_housekeeping=False))
+            client = await stack.enter_async_context(httpx.AsyncClient(base_url=rooms.url, timeout=10.0))
+            modules = await stack.enter_async_context(contextlib.AsyncExitStack())
+            yield Harness(
+                rooms=rooms, client=client, bus=bus, states=StateStore(etcd, bus, keyspace), stack=modules
+            )
+    finally:
+        nats_server.stop()

@@ -14,7 +14,7 @@ from common.records import LiveMeta, LiveStatus, Mark, MarkLabel
 from common.state import StateStore
 from svc_rooms.app import Rooms
 from tests.integration.eventcore import eventually
-from tests.integration.svc_rooms.conftest import ADMIN, StartModule
+from tests.integration.svc_rooms.fakes import ADMIN, StartModule
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase
 
 from svc_rooms.app import Rooms
-from tests.integration.svc_rooms.conftest import ADMIN, StartModule
+from tests.integration.svc_rooms.fakes import ADMIN, StartModule
 
 EXAMPLES_PER_OPERATION = 25
 FUZZ_TIMEOUT_S = 60.0

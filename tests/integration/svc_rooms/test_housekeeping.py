@@ -21,7 +21,7 @@ from svc_rooms.housekeeping import Housekeeper
 from svc_rooms.resources import ResourceManager
 from svc_rooms.roomstore import RoomStore
 from svc_rooms.service import RoomService
-from tests.integration.svc_rooms.conftest import FakeClock
+from tests.integration.svc_rooms.fakes import FakeClock
 
 
 @attrs.define

@@ -17,7 +17,7 @@ from common.keys import Collection
 from common.records import LiveStatus, RoomMigrated, decode_payload
 from svc_rooms.app import Rooms
 from tests.integration.eventcore import eventually
-from tests.integration.svc_rooms.conftest import ADMIN, StartModule
+from tests.integration.svc_rooms.fakes import ADMIN, StartModule
 
 MIGRATED = "rtc.events.rooms.*.migrated"
 

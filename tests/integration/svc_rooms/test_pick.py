@@ -12,7 +12,7 @@ from common.keys import Collection
 from common.records import LiveStatus, ModuleStatus
 from svc_rooms.app import Rooms
 from tests.integration.eventcore import eventually
-from tests.integration.svc_rooms.conftest import ADMIN, StartModule
+from tests.integration.svc_rooms.fakes import ADMIN, StartModule
 
 
 async def _seen(rooms: Rooms, collection: str, ids: set[str]) -> None:
