@@ -39,7 +39,6 @@ from common.config import (
     duration,
     integer,
     load_settings,
-    number,
     port,
     setting,
     url,
@@ -80,7 +79,7 @@ class Config:
     audio_channels: int = setting(1, parse=at_least(integer, 1), help="channels of the HLS audio (1 = mono)")
     ffmpeg_bin: str = setting("ffmpeg", help="FFmpeg executable (name on PATH or a path)")
     ffmpeg_stop_timeout_s: float = setting(
-        5.0, key="ffmpeg_stop_timeout", parse=at_least(number, 0.1), help="SIGTERM -> SIGKILL delay"
+        5.0, key="ffmpeg_stop_timeout", parse=at_least(duration, 0.1), help="SIGTERM -> SIGKILL delay"
     )
     # etcd grants leases in whole seconds
     lease_ttl_s: float = setting(

@@ -17,7 +17,7 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
 from litestar.config.cors import CORSConfig
-from litestar.params import RawBody
+from litestar.params import FromPath, RawBody
 
 from common.http import decode_body, exception_handlers, json_response
 from common.wiring import metrics_payload
@@ -41,7 +41,7 @@ def create_app(access: ViewerAccess, status: Callable[[], Mapping[str, Any]]) ->
         return json_response({"token": issued.token, "expiresIn": issued.expires_in_s}, headers=KEY_HEADERS)
 
     @get("/hls/rooms/{room_id:str}/enc.key", summary="The room's AES-128 HLS key (viewer token)")
-    async def enc_key(room_id: str, request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def enc_key(room_id: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         key = await access.room_key(room_id, request.headers.get("authorization"))
         return Response(content=key, media_type="application/octet-stream", headers=KEY_HEADERS)
 
