@@ -9,9 +9,11 @@ monitor interval 5 s and keepalive 15 s became ``MONITOR_INTERVAL`` and ``KEEPAL
 (the keepalive is also capped at a third of the session timeout Janus reports); the 10 s Janus
 request timeout became ``JANUS_REQUEST_TIMEOUT`` (also how long start-up waits for Janus).
 
-``JANUS_CAPACITY`` (10): rooms this Janus takes. Measured on a 2-core box (docs/svc_janus.md):
-one AudioBridge room with one plain-RTP speaker and a forwarder costs about 1.5 % of a core,
-with three speakers about 3 %; 10 leaves ample headroom next to the mixers on the same host.
+``JANUS_CAPACITY`` (10): rooms this Janus takes. Measured (`just bench janus`, 2-core box, see
+docs/svc_janus.md): one AudioBridge room with a forwarder costs Janus about 2.5 % of a core with
+one plain-RTP speaker and 4.5 % with three, so a 2-core box running Janus alone takes ~26 rooms
+of three speakers at 60 % load, ~16 next to the mixers (3 % per room); 10 keeps room for the
+extra cost of WebRTC (DTLS/SRTP) participants, which the plain-RTP figure does not include.
 
 New: ``JANUS_WS_URL`` (ws://127.0.0.1:8188): this project talks to Janus over its WebSocket API,
 so ``JANUS_BASE_URL`` (the HTTP transport, http://janus:8088) is dropped.
