@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from common.bus import Bus
 from common.etcd import EtcdStore
 from common.keys import Keyspace
 from common.state import StateStore
-from svc_users.app import main as users_main
-from svc_users.config import Config as UsersConfig
 from tests.integration.svc_mixer.mixer_helpers import HLS_KEY_SECRET, MixerProcess
-from tests.servers import LOOPBACK, EtcdServer, NatsServer, free_port
+from tests.integration.svc_users.users_helpers import running_users
+from tests.servers import EtcdServer, NatsServer
 from tests.servers_nginx import NginxServer
-
-USERS_JWT_SECRET = "test-jwt-secret-0123456789abcdef0123"
 
 
 @pytest.fixture
@@ -35,34 +29,13 @@ async def users_port(
     etcd_server: EtcdServer, nats_private: NatsServer, keyspace: Keyspace
 ) -> AsyncIterator[int]:
     """svc_users (tokens and keys) in this test's loop; yields its HTTP port."""
-    port = free_port()
-    config = UsersConfig.from_env(
-        {
-            "HTTP_ADDR": f"{LOOPBACK}:{port}",
-            "ETCD_ENDPOINTS": etcd_server.endpoint,
-            "ETCD_PREFIX_ROOMS": keyspace.prefix("rooms"),
-            "ETCD_PREFIX_JANUSES": keyspace.prefix("januses"),
-            "ETCD_PREFIX_MIXERS": keyspace.prefix("mixers"),
-            "NATS_SERVERS": nats_private.url,
-            "JWT_SECRET": USERS_JWT_SECRET,
-            "HLS_KEY_SECRET": HLS_KEY_SECRET,
-        }
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(users_main(config, stop))
-    try:
-        async with httpx.AsyncClient(timeout=2) as client:
-            for _ in range(200):
-                if task.done():
-                    task.result()
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"http://{LOOPBACK}:{port}/health")).status_code == 200:
-                        break
-                await asyncio.sleep(0.05)
-        yield port
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
+    async with running_users(
+        etcd_endpoint=etcd_server.endpoint,
+        nats_url=nats_private.url,
+        keyspace=keyspace,
+        hls_key_secret=HLS_KEY_SECRET,
+    ) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 @pytest.fixture
