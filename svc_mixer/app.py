@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from svc_mixer.config import Config
 from svc_mixer.reconcile import RoomReconciler
 from svc_mixer.service import Mixer, MixerSettings
 
-__all__ = ["main", "mixer_settings"]
+__all__ = ["main", "mixer_settings", "running"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,14 @@ def mixer_settings(config: Config) -> MixerSettings:
 
 
 async def main(config: Config, stop: asyncio.Event) -> None:
+    async with running(config) as mixer:
+        logger.info("svc_mixer %s ready: %d room(s) running", config.mixer_id, mixer.running_count())
+        await stop.wait()
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Mixer]:
+    """The whole service until the block exits (tests run it in their own loop)."""
     started = time.monotonic()
     runtime: ReconcileRuntime | None = None
 
@@ -126,5 +134,4 @@ async def main(config: Config, stop: asyncio.Event) -> None:
         await stack.enter_async_context(
             serve_http(create_app(status, before_metrics), config.http.addr, name="svc_mixer")
         )
-        logger.info("svc_mixer %s ready: %d room(s) running", config.mixer_id, mixer.running_count())
-        await stop.wait()
+        yield mixer
