@@ -100,7 +100,7 @@ class MixerSettings:
     audio_bitrate: str = "48k"
     audio_channels: int = 1
     ffmpeg_bin: str = "ffmpeg"
-    stop_timeout_s: float = 5.0
+    stop_timeout_s: float = 2.0
 
 
 @attrs.define
