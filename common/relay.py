@@ -82,6 +82,11 @@ class StateRelay:
         )
 
     @property
+    def is_running(self) -> bool:
+        """The relay task is alive (it retries outages itself, so only a stop or a bug ends it)."""
+        return self._task is not None and not self._task.done()
+
+    @property
     def checkpoint_key(self) -> str:
         return f"checkpoint.{self.name}"
 

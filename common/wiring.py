@@ -158,7 +158,9 @@ async def serve_http(app: Any, addr: str, *, name: str) -> AsyncIterator[uvicorn
     )
     server = _InLoopServer(config)
     # Bind here, not in uvicorn: it reports a taken port by exiting the process (SystemExit).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only then, and
+    # without it every response waits ~40 ms for delayed ACKs.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -75,12 +75,6 @@ class Rooms:
     url: str
 
 
-def _relay_running(relay: StateRelay) -> bool:
-    # StateRelay has no public liveness flag yet; its task retries forever, so "not done" = alive.
-    task: asyncio.Task[None] | None = relay._task
-    return task is not None and not task.done()
-
-
 async def _etcd_ok(etcd: EtcdStore, key: str) -> bool:
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_S):
@@ -157,7 +151,7 @@ async def running(
             return {
                 "etcd": await _etcd_ok(etcd, probe_key),
                 "nats": bus.is_connected,
-                "relay": _relay_running(relay),
+                "relay": relay.is_running,
                 "reconciler": runtime.is_ready,
             }
 
