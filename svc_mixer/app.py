@@ -19,6 +19,7 @@ from prometheus_client import Gauge
 
 from common.micro import serve_micro
 from common.reconcile import Interest, ReconcileRuntime, Target
+from common.scheduler import SchedulerClosed
 from common.state import StateStore
 from common.wiring import ModuleHeartbeat, keyspace_from, open_bus, open_etcd, serve_http
 from svc_mixer.api import create_app
@@ -64,9 +65,14 @@ async def running(config: Config) -> AsyncIterator[Mixer]:
     started = time.monotonic()
     runtime: ReconcileRuntime | None = None
 
-    def restart_later(room_id: str, delay_s: float) -> None:
+    def enqueue(target: Target, delay_s: float = 0.0) -> None:
+        # a timer or an FFmpeg exit may fire while the runtime is stopping: nothing to do then
         if runtime is not None:
-            runtime.enqueue(Target("rooms", room_id), delay_s)
+            with contextlib.suppress(SchedulerClosed):
+                runtime.enqueue(target, delay_s)
+
+    def restart_later(room_id: str, delay_s: float) -> None:
+        enqueue(Target("rooms", room_id), delay_s)
 
     async with contextlib.AsyncExitStack() as stack:
         etcd = await stack.enter_async_context(open_etcd(config.etcd))
@@ -103,7 +109,7 @@ async def running(config: Config) -> AsyncIterator[Mixer]:
             reconcile=reconciler.reconcile,
             rebuild=reconciler.rebuild,
         )
-        reconciler.enqueue = runtime.enqueue
+        reconciler.enqueue = enqueue
         await stack.enter_async_context(runtime)
         for room_id in reconciler.leftover_dirs:
             runtime.enqueue(Target("rooms", room_id))

@@ -32,8 +32,10 @@ def test_argv_reads_sdp_and_writes_encrypted_hls() -> None:
     assert _opt(argv, "-protocol_whitelist") == "file,udp,rtp"
     assert argv.index("-protocol_whitelist") < i
     assert argv.index("-analyzeduration") < i
+    # libopus decodes the forwarded Opus (cheaper than the native decoder)
+    assert argv[argv.index("-acodec") + 1] == "libopus" and argv.index("-acodec") < i
     assert _opt(argv, "-f") == "hls"
-    assert _opt(argv, "-acodec") == "aac"
+    assert argv[argv.index("-acodec", i) + 1] == "aac"
     assert _opt(argv, "-b:a") == "48k"
     assert _opt(argv, "-ac") == "1"
     assert _opt(argv, "-hls_time") == "1"
