@@ -89,7 +89,12 @@ class Config:
     )
 
     def __attrs_post_init__(self) -> None:
-        if self.rtp_port_end < self.rtp_port_start + 2:
+        if self.rtp_port_end < self.rtp_port_start:
+            raise ConfigError(
+                f"RTP_PORT_END={self.rtp_port_end} is below RTP_PORT_START={self.rtp_port_start}",
+                variable="RTP_PORT_END",
+            )
+        if self.rtp_port_end < self.rtp_port_start + 2 + self.rtp_port_start % 2:
             raise ConfigError(
                 f"RTP_PORT_END={self.rtp_port_end} leaves no even port pair after "
                 f"RTP_PORT_START={self.rtp_port_start}",

@@ -2,8 +2,9 @@
 
 The payload type, clock rate and channel count are those the Janus forwarder sends
 (``common.media``); a mismatch makes FFmpeg drop every packet. ``c=`` names the address the
-mixer is reached at (FFmpeg binds the port on it for unicast), so a loopback mixer does not
-listen on every interface.
+mixer is reached at. FFmpeg's SDP demuxer binds the RTP/RTCP ports on every interface
+whatever ``c=`` says (it has no local-address option for unicast): the pool's range should be
+firewalled from outside where that matters.
 """
 
 from __future__ import annotations
