@@ -95,7 +95,7 @@ class RoomReconciler:
                 assert livemeta is not None
                 await self._run(room_id, livemeta, record, view.get("janus"))
             else:
-                await self._teardown(room_id, record, is_deleted=livemeta is None)
+                await self._teardown(room_id, record, livemeta)
         finally:
             if self._changed is not None:
                 await self._changed()
@@ -132,14 +132,18 @@ class RoomReconciler:
             "room %s: mixer record -> %s:%d (generation %d)", room_id, self.host, port, livemeta.generation
         )
 
-    async def _teardown(self, room_id: str, record: records.MixerRecord | None, *, is_deleted: bool) -> None:
-        await self.mixer.stop_room(room_id)
+    async def _teardown(
+        self, room_id: str, record: records.MixerRecord | None, livemeta: records.LiveMeta | None
+    ) -> None:
+        # moved to another mixer: the stream goes on there, so no ENDLIST here
+        moved = livemeta is not None and livemeta.status is records.LiveStatus.ONAIR
+        await self.mixer.stop_room(room_id, end_stream=not moved)
         if record is not None and record.id == self.mixer_id:
             revision = self._mod_revision(room_id, "mixer")
             if revision is not None:
                 await self.store.delete(StateKey(ROOMS, room_id, "mixer"), expect=revision)
                 logger.info("room %s: mixer record deleted", room_id)
-        if is_deleted:
+        if livemeta is None:
             self._collect_hls_dir(room_id)
 
     def _collect_hls_dir(self, room_id: str) -> None:
@@ -159,8 +163,10 @@ class RoomReconciler:
         if killed:
             logger.warning("rebuild: killed %d orphan ffmpeg process(es): %s", len(killed), killed)
         for room_id in self.mixer.pool.reserved():
-            if not should_run(cache.get(ROOMS, room_id, "livemeta"), self.mixer_id):
-                await self.mixer.stop_room(room_id)
+            livemeta = cache.get(ROOMS, room_id, "livemeta")
+            if not should_run(livemeta, self.mixer_id):
+                moved = livemeta is not None and livemeta.status is records.LiveStatus.ONAIR
+                await self.mixer.stop_room(room_id, end_stream=not moved)
         hls_dir = self.mixer.settings.hls_dir
         if hls_dir.exists():
             self.leftover_dirs = sorted(

@@ -207,17 +207,18 @@ class Mixer:
             await self._start(room, reason="ffmpeg exited")
         return room.port
 
-    async def stop_room(self, room_id: str) -> bool:
+    async def stop_room(self, room_id: str, *, end_stream: bool = True) -> bool:
         """Stop the room (if it runs), end its playlist, remove its files, free its port.
 
-        Idempotent; also cleans up a room this run never started (left by a previous run).
-        Returns True when something was stopped or cleaned.
+        ``end_stream=False`` (the room moved to another mixer, which may write the same HLS dir
+        and continue the playlist) leaves the playlist open. Idempotent; also cleans up a room
+        this run never started (left by a previous run). Returns True when something was done.
         """
         room = self._rooms.pop(room_id, None)
         if room is not None:
             await self._halt(room)
         playlist = self.out_dir(room_id) / PLAYLIST_NAME
-        ended = hls.end_playlist(playlist)
+        ended = end_stream and hls.end_playlist(playlist)
         for path in self._files(room_id):
             path.unlink(missing_ok=True)
         self.registry.forget(room_id)

@@ -224,3 +224,25 @@ async def test_exhausted_port_pool_retries_the_room_later(
     await put_livemeta(store, first, removing())
     port = await _port_of(store, second, timeout_s=15)
     assert port == mixer.port_start
+
+
+async def test_room_moved_to_another_mixer_is_released_without_ending_the_stream(
+    store: StateStore, make_mixer: Callable[..., MixerProcess], senders: list[Any]
+) -> None:
+    mixer = make_mixer()
+    await asyncio.to_thread(mixer.start)
+    room = unique_id("moved")
+    await put_livemeta(store, room, onair(mixer.mixer_id))
+    port = await _port_of(store, room)
+    senders.append(send_tone(port, seconds=30))
+    playlist = mixer.hls_dir / room / "stream.m3u8"
+    await eventually(lambda: len(_segments(playlist)) >= 1, 8, "segments")
+    pid = mixer.ffmpeg_pid(room)
+    assert pid is not None
+
+    await put_livemeta(store, room, onair("mixer-elsewhere", generation=1))
+    await eventually(lambda: cmdline_of(pid) is None, 10, "ffmpeg gone")
+    await eventually(lambda: _no_record(store, room), 5, "this mixer's record deleted")
+    assert room not in json.loads((mixer.state_dir / "ports.json").read_text())["rooms"]
+    # the stream continues on the other mixer: no ENDLIST from this one
+    assert "#EXT-X-ENDLIST" not in playlist.read_text()
