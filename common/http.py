@@ -16,14 +16,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from litestar import Request, Response
+from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from common import records
 from common.errors import AppError, InvalidInput, log_error
 
-__all__ = ["decode_body", "error_body", "exception_handlers", "json_response"]
+__all__ = ["decode_body", "error_body", "exception_handlers", "json_response", "make_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,16 @@ def _bug(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
 def exception_handlers() -> ExceptionHandlersMap:
     """Pass to ``Litestar(exception_handlers=...)``."""
     return {AppError: _app_error, HTTPException: _http_error, Exception: _bug}
+
+
+def make_app(route_handlers: list[Any], **kwargs: Any) -> Litestar:
+    """A Litestar app with our error edge, and without litestar's own logging config.
+
+    litestar configures the root logger on startup by default (its own format), which would
+    override common.logging's format, levels and structured fields for the whole process.
+    """
+    kwargs.setdefault("exception_handlers", exception_handlers())
+    return Litestar(route_handlers, logging_config=None, **kwargs)
 
 
 def decode_body(cls: type[T], raw: bytes) -> T:

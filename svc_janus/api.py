@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Litestar, Response, get
 
-from common.http import exception_handlers, json_response
+from common.http import json_response, make_app
 from common.wiring import metrics_payload
 
 __all__ = ["create_app"]
@@ -26,4 +26,4 @@ def create_app(status: Callable[[], Mapping[str, Any]]) -> Litestar:
         payload, content_type = metrics_payload()
         return Response(content=payload, media_type=content_type)
 
-    return Litestar([health, metrics], exception_handlers=exception_handlers(), openapi_config=None)
+    return make_app([health, metrics], openapi_config=None)

@@ -25,7 +25,7 @@ from litestar.types import LifespanHook
 
 from common.contracts import record_schema
 from common.errors import Forbidden, InvalidInput, Unauthorized
-from common.http import decode_body, exception_handlers, json_response
+from common.http import decode_body, json_response, make_app
 from common.keys import Collection
 from common.records import format_time
 from common.wiring import metrics_payload
@@ -242,7 +242,7 @@ def create_app(
         payload, content_type = metrics_payload()
         return Response(content=payload, media_type=content_type)
 
-    return Litestar(
+    return make_app(
         [
             create_room,
             get_room,
@@ -255,7 +255,6 @@ def create_app(
             health_check,
             metrics_endpoint,
         ],
-        exception_handlers=exception_handlers(),
         openapi_config=OpenAPIConfig(
             title="audio-rtc room manager",
             version="1.0.0",

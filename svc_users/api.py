@@ -19,7 +19,7 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.config.cors import CORSConfig
 from litestar.params import FromPath, RawBody
 
-from common.http import decode_body, exception_handlers, json_response
+from common.http import decode_body, json_response, make_app
 from common.wiring import metrics_payload
 from svc_users.bodies import TokenBody
 from svc_users.viewer import ViewerAccess
@@ -61,8 +61,4 @@ def create_app(access: ViewerAccess, status: Callable[[], Mapping[str, Any]]) ->
         expose_headers=["Content-Length"],
         allow_credentials=False,
     )
-    return Litestar(
-        route_handlers=[issue_token, enc_key, health, metrics],
-        exception_handlers=exception_handlers(),
-        cors_config=cors,
-    )
+    return make_app([issue_token, enc_key, health, metrics], cors_config=cors)

@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -24,6 +25,7 @@ from common.bus import Bus
 from common.etcd import EtcdStore
 from common.keys import Keyspace
 from tests.servers import EtcdServer, NatsServer, RedisServer
+from tests.stackutil import Stack
 
 settings.register_profile("fast", max_examples=20, deadline=None)
 settings.register_profile("ci", max_examples=100, deadline=None)
@@ -92,3 +94,20 @@ async def etcd(etcd_server: EtcdServer) -> AsyncIterator[EtcdStore]:
 async def bus(nats_private: NatsServer) -> AsyncIterator[Bus]:
     async with Bus.open([nats_private.url], name="test") as b:
         yield b
+
+
+@pytest.fixture
+def new_stack(tmp_path: Path) -> Iterator[Any]:
+    """A factory of whole stacks (infra/stack.py) on free ports; all are cleaned up after the test."""
+    made: list[Stack] = []
+
+    def make(name: str = "run") -> Stack:
+        s = Stack(tmp_path / name)
+        made.append(s)
+        return s
+
+    try:
+        yield make
+    finally:
+        for s in made:
+            s.cleanup()

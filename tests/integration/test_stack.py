@@ -7,16 +7,10 @@ running `just up` stack (or with each other). Each test stops what it started in
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aetcd
@@ -24,99 +18,9 @@ import nats
 import pytest
 import redis.asyncio as aredis
 
-from tests.servers import free_port
+from tests.stackutil import COMPONENTS, Stack, stack
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-STACK = ROOT / "infra" / "stack.py"
-CMD_TIMEOUT_S = 120.0
 CLIENT_TIMEOUT_S = 10.0
-COMPONENTS = ("nats", "etcd", "redis")
-
-
-def _load_stack() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("infra_stack", STACK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-stack = _load_stack()
-
-
-class Stack:
-    """One stack: its env (run dir and ports) and the stack tool run as a subprocess."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.env = {
-            **os.environ,
-            "RUN_DIR": str(run_dir),
-            "NATS_PORT": str(free_port()),
-            "NATS_HTTP_PORT": str(free_port()),
-            "ETCD_PORT": str(free_port()),
-            "ETCD_PEER_PORT": str(free_port()),
-            "REDIS_PORT": str(free_port()),
-            "SUPERVISOR_PORT": "",
-            "UP_TIMEOUT_S": "60",
-        }
-        self.settings = stack.Settings.from_env(self.env)
-        self.seen_pids: set[int] = set()
-
-    def port(self, name: str) -> int:
-        return int(self.env[name])
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        # --no-install: `just test` installed already, and concurrent pip runs would race
-        argv = [sys.executable, str(STACK), *args]
-        proc = subprocess.run(
-            argv, env=self.env, capture_output=True, text=True, timeout=CMD_TIMEOUT_S, check=False
-        )
-        if check and proc.returncode != 0:
-            pytest.fail(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def up(self) -> subprocess.CompletedProcess[str]:
-        out = self.run("up", "--no-install")
-        self.pids()
-        return out
-
-    def pids(self) -> dict[str, int]:
-        """Pids as supervisord reports them, plus supervisord's own."""
-        infos = stack.process_infos(self.settings)
-        pids = {name: int(info["pid"]) for name, info in infos.items() if info["statename"] == "RUNNING"}
-        sv = stack.supervisord_pid(self.settings)
-        if sv:
-            pids["supervisord"] = sv
-        self.seen_pids.update(pids.values())
-        return pids
-
-    def down(self) -> None:
-        self.run("down")
-
-    def cleanup(self) -> None:
-        """Last resort for a failed test: down, then kill by pid whatever this stack started."""
-        self.run("down", check=False)
-        for pid in self.seen_pids:
-            if stack.pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def new_stack(tmp_path: Path) -> Iterator[Any]:
-    made: list[Stack] = []
-
-    def make(name: str = "run") -> Stack:
-        s = Stack(tmp_path / name)
-        made.append(s)
-        return s
-
-    try:
-        yield make
-    finally:
-        for s in made:
-            s.cleanup()
 
 
 async def _check_clients(s: Stack) -> None:
