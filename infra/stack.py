@@ -31,6 +31,7 @@ import hashlib
 import http.client
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -111,6 +112,9 @@ class Settings:
         for k, v in vals.items():
             if k.endswith("_port") and v and not (v.isdigit() and 0 < int(v) < 65536):
                 raise StackError(f"{k.upper()}={v!r} is not a port number")
+        # nginx workers run as this user: as root, nginx would drop them to `nobody`, who cannot
+        # read a run dir inside a private home or temp dir
+        vals["stack_user"] = pwd.getpwuid(os.getuid()).pw_name
         # names this stack's supervisord, so two stacks on one machine are told apart in ps
         vals["run_id"] = hashlib.sha256(vals["run_dir"].encode()).hexdigest()[:8]
         return cls(vals)
@@ -338,7 +342,6 @@ def _load_components() -> tuple[Component, ...]:
 COMPONENTS = _load_components()
 
 
-
 def select(names: Iterable[str]) -> list[Component]:
     wanted = list(names)
     known = {c.name: c for c in COMPONENTS}
@@ -532,9 +535,7 @@ def render_configs(settings: Settings, components: list[Component]) -> Path:
                 "startsecs": str(c.startsecs),
                 "startretries": str(c.startretries),
                 "priority": str(100 + c.order),
-                "environment": ",".join(
-                    f'{k}="{settings.render(v)}"' for k, v in sorted(c.env.items())
-                ),
+                "environment": ",".join(f'{k}="{settings.render(v)}"' for k, v in sorted(c.env.items())),
             },
         )
     conf = run / "supervisord.conf"

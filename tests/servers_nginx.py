@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import array
 import math
+import os
+import pwd
 import string
 import subprocess
 import urllib.request
@@ -39,7 +41,10 @@ class NginxServer(ServerProcess):
         self.conf = self.run_dir / "nginx.conf"
         self.conf.write_text(
             string.Template(TEMPLATE.read_text()).substitute(
-                run_dir=str(self.run_dir), nginx_port=self.port, svc_users_port=svc_users_port
+                run_dir=str(self.run_dir),
+                nginx_port=self.port,
+                svc_users_port=svc_users_port,
+                stack_user=pwd.getpwuid(os.getuid()).pw_name,
             )
         )
 
