@@ -53,7 +53,7 @@ def test_room_from_rest_api_to_decrypted_hls(new_stack: Any, tmp_path: Path) -> 
 
 
 async def _flow(s: Stack, tmp_path: Path) -> None:
-    rooms = f"http://127.0.0.1:{s.port('ROOMS_PORT')}"
+    rooms = f"http://127.0.0.1:{s.port('SVC_ROOMS_PORT')}"
     origin = f"http://127.0.0.1:{s.port('NGINX_PORT')}"
     room, pin = "e2e-tone-room", "tone42"
     async with httpx.AsyncClient(timeout=10) as http:
