@@ -24,6 +24,8 @@ Why these flags:
 - ``omit_endlist``: FFmpeg would write ``#EXT-X-ENDLIST`` whenever it exits (also on a mixer
   restart); the mixer appends it itself when the room really ends.
 - ``temp_file``: segments and playlists appear by rename, so nginx never serves half a file.
+- ``-localaddr <MIXER_IP>``: the RTP and RTCP ports bind to the mixer's address only (without
+  it FFmpeg's SDP demuxer binds them on every interface).
 
 The process never runs through a shell; stdin is closed (``-nostdin``), stderr is read line by
 line: "Opening '.../segment_N.ts.tmp' for writing" gives the segment being written, everything
@@ -78,13 +80,19 @@ class HlsParams:
     audio_bitrate: str = "48k"
     audio_channels: int = 1
     ffmpeg_bin: str = "ffmpeg"
+    bind_address: str = ""  # the local IPv4 address the RTP/RTCP ports bind to ("" = every one)
 
 
 def build_argv(p: HlsParams) -> list[str]:
     """The FFmpeg argument list of one room (argv[0] is ``p.ffmpeg_bin``)."""
-    source = ffmpeg.input(
-        str(p.sdp_path), protocol_whitelist="file,udp,rtp", analyzeduration=0, acodec="libopus"
-    )
+    input_options: dict[str, object] = {
+        "protocol_whitelist": "file,udp,rtp",
+        "analyzeduration": 0,
+        "acodec": "libopus",
+    }
+    if p.bind_address:
+        input_options["localaddr"] = p.bind_address
+    source = ffmpeg.input(str(p.sdp_path), **input_options)
     out = ffmpeg.output(
         source.audio,
         str(p.out_dir / PLAYLIST_NAME),

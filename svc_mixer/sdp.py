@@ -2,9 +2,8 @@
 
 The payload type, clock rate and channel count are those the Janus forwarder sends
 (``common.media``); a mismatch makes FFmpeg drop every packet. ``c=`` names the address the
-mixer is reached at. FFmpeg's SDP demuxer binds the RTP/RTCP ports on every interface
-whatever ``c=`` says (it has no local-address option for unicast): the pool's range should be
-firewalled from outside where that matters.
+mixer is reached at; FFmpeg binds the RTP/RTCP ports to it through its ``-localaddr`` input
+option (svc_mixer.ffmpeg), since the SDP demuxer would otherwise bind every interface.
 """
 
 from __future__ import annotations

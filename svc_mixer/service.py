@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -271,6 +272,7 @@ class Mixer:
             audio_bitrate=s.audio_bitrate,
             audio_channels=s.audio_channels,
             ffmpeg_bin=s.ffmpeg_bin,
+            bind_address=_ipv4_or_empty(s.host),
         )
 
     async def _start(self, room: _Room, *, reason: str) -> None:
@@ -342,3 +344,11 @@ class Mixer:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+def _ipv4_or_empty(host: str) -> str:
+    """``host`` if it is an IPv4 address FFmpeg can bind to, else "" (a name binds everywhere)."""
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        return ""

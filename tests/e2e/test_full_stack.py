@@ -42,6 +42,17 @@ async def _room_on_air(http: httpx.AsyncClient, rooms: str, room: str) -> dict[s
     return body if ready else None
 
 
+def _udp_bound_addresses(port: int) -> set[str]:
+    """The local IPv4 addresses UDP sockets on ``port`` are bound to (from /proc/net/udp)."""
+    found = set()
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        local = line.split()[1]
+        addr_hex, port_hex = local.split(":")
+        if int(port_hex, 16) == port:
+            found.add(".".join(str(b) for b in reversed(bytes.fromhex(addr_hex))))
+    return found
+
+
 def test_room_from_rest_api_to_decrypted_hls(new_stack: Any, tmp_path: Path) -> None:
     s: Stack = new_stack()
     out = s.up().stdout
@@ -61,6 +72,10 @@ async def _flow(s: Stack, tmp_path: Path) -> None:
         assert created.status_code == 201, created.text
         assert created.json()["room"]["hlsUrl"] == f"{origin}/hls/{room}/stream.m3u8"
         await eventually(lambda: _room_on_air(http, rooms, room), 15, "room forwarding to a ready mixer")
+        on_air = await _room_on_air(http, rooms, room)
+        assert on_air is not None
+        # every listening socket of the stack is on loopback, the mixer's RTP port included
+        assert _udp_bound_addresses(on_air["mixer"]["rtpPort"]) == {"127.0.0.1"}
 
         async with EtcdStore.open([f"127.0.0.1:{s.port('ETCD_PORT')}"]) as etcd:
             kv = await etcd.get(Keyspace().room_key(room, "janus"))

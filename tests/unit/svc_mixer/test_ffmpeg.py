@@ -32,6 +32,9 @@ def test_argv_reads_sdp_and_writes_encrypted_hls() -> None:
     assert _opt(argv, "-protocol_whitelist") == "file,udp,rtp"
     assert argv.index("-protocol_whitelist") < i
     assert argv.index("-analyzeduration") < i
+    assert "-localaddr" not in argv  # no bind address given: FFmpeg's default
+    bound = build_argv(_params(bind_address="127.0.0.1"))
+    assert _opt(bound, "-localaddr") == "127.0.0.1" and bound.index("-localaddr") < bound.index("-i")
     # libopus decodes the forwarded Opus (cheaper than the native decoder)
     assert argv[argv.index("-acodec") + 1] == "libopus" and argv.index("-acodec") < i
     assert _opt(argv, "-f") == "hls"
