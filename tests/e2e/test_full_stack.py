@@ -75,7 +75,10 @@ async def _flow(s: Stack, tmp_path: Path) -> None:
         on_air = await _room_on_air(http, rooms, room)
         assert on_air is not None
         # every listening socket of the stack is on loopback, the mixer's RTP port included
-        assert _udp_bound_addresses(on_air["mixer"]["rtpPort"]) == {"127.0.0.1"}
+        # (FFmpeg opens it a moment after the mixer record is written)
+        rtp_port = on_air["mixer"]["rtpPort"]
+        await eventually(lambda: _udp_bound_addresses(rtp_port), 10, "FFmpeg listening")
+        assert _udp_bound_addresses(rtp_port) == {"127.0.0.1"}
 
         async with EtcdStore.open([f"127.0.0.1:{s.port('ETCD_PORT')}"]) as etcd:
             kv = await etcd.get(Keyspace().room_key(room, "janus"))

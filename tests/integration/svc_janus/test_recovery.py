@@ -202,8 +202,16 @@ async def test_manager_killed_leaves_no_duplicates_or_orphans(
             assert await rooms_by_description(bridge, room_id) == before[room_id]
             secret = room_secret(janus_server.admin_key, janus_id, room_id, before[room_id][0])
             assert len(await bridge.list_forwarders(before[room_id][0], secret=secret)) == 1
-        status = await _http_json(env["HTTP_ADDR"])
-        assert status["rooms"] == len(keep)
+
+        # the restarted manager may still be starting its HTTP server (rebuild runs first)
+        async def reports_kept_rooms() -> bool:
+            try:
+                status = await _http_json(env["HTTP_ADDR"])
+            except httpx.TransportError:
+                return False
+            return status["rooms"] == len(keep)
+
+        await eventually(reports_kept_rooms, 10, "the restarted manager reports the kept rooms")
     finally:
         for proc in procs:
             if proc.returncode is None:
