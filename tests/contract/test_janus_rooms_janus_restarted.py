@@ -17,13 +17,6 @@ from svc_janus.config import Config
 from svc_janus.janus_ws import JanusClient
 from svc_janus.service import room_secret
 from tests.integration.eventcore import eventually
-from tests.integration.svc_janus.conftest import (  # noqa: F401
-    janus_client,
-    janus_id,
-    janus_server,
-    manager_config,
-    store,
-)
 from tests.integration.svc_janus.janus_helpers import bridge_for, live_room, rooms_by_description, unique_id
 from tests.servers_janus import JanusServer
 
@@ -31,10 +24,10 @@ pytestmark = pytest.mark.janus
 
 
 async def test_producer_message_validates_and_a_consumer_accepts_it(
-    manager_config: Config,  # noqa: F811
-    store: StateStore,  # noqa: F811
-    janus_client: JanusClient,  # noqa: F811
-    janus_server: JanusServer,  # noqa: F811
+    manager_config: Config,
+    store: StateStore,
+    janus_client: JanusClient,
+    janus_server: JanusServer,
     bus: Bus,
 ) -> None:
     room_id = unique_id("rst")

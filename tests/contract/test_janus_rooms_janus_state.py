@@ -20,15 +20,14 @@ from common.state import StateStore
 from svc_janus.app import running
 from svc_janus.config import Config
 from tests.integration.eventcore import eventually
-from tests.integration.svc_janus.conftest import janus_id, janus_server, manager_config, store  # noqa: F401
 from tests.integration.svc_janus.janus_helpers import live_room, mixer_record, stop_room, unique_id
 
 pytestmark = pytest.mark.janus
 
 
 async def test_producer_message_validates_and_a_consumer_accepts_it(
-    manager_config: Config,  # noqa: F811
-    store: StateStore,  # noqa: F811
+    manager_config: Config,
+    store: StateStore,
     etcd: EtcdStore,
     bus: Bus,
     keyspace: Keyspace,

@@ -9,19 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from common.bus import Bus
-from common.etcd import EtcdStore
 from common.keys import Keyspace
-from common.state import StateStore
 from tests.integration.svc_mixer.mixer_helpers import HLS_KEY_SECRET, MixerProcess
 from tests.integration.svc_users.users_helpers import running_users
 from tests.servers import EtcdServer, NatsServer
 from tests.servers_nginx import NginxServer
-
-
-@pytest.fixture
-async def store(etcd: EtcdStore, bus: Bus, keyspace: Keyspace) -> StateStore:
-    return StateStore(etcd, bus, keyspace)
 
 
 @pytest.fixture

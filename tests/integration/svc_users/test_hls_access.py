@@ -12,8 +12,6 @@ import jwt
 import pytest
 
 from common import records
-from common.bus import Bus
-from common.etcd import EtcdStore
 from common.hlskey import derive_hls_key
 from common.keys import Keyspace, StateKey
 from common.state import StateStore
@@ -28,11 +26,6 @@ def _onair(nonce: str) -> records.LiveMeta:
     return records.LiveMeta(
         status=records.LiveStatus.ONAIR, janus_id="janus1", mixer_id="mixer1", nonce=nonce, created_at=NOW
     )
-
-
-@pytest.fixture
-async def store(etcd: EtcdStore, bus: Bus, keyspace: Keyspace) -> StateStore:
-    return StateStore(etcd, bus, keyspace)
 
 
 @pytest.fixture
