@@ -48,6 +48,7 @@ def mixer_settings(config: Config) -> MixerSettings:
         hls_list_size=config.hls_list_size,
         audio_bitrate=config.audio_bitrate,
         audio_channels=config.audio_channels,
+        audio_sample_rate=config.audio_sample_rate,
         ffmpeg_bin=config.ffmpeg_bin,
         stop_timeout_s=config.ffmpeg_stop_timeout_s,
     )

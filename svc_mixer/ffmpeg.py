@@ -12,10 +12,12 @@ Why these flags:
   first segment back by seconds.
 - ``-c:a libopus`` before ``-i``: libopus decodes the forwarded Opus for ~0.5 % of a core less
   than FFmpeg 5.1's native Opus decoder.
-- AAC-LC with the ``fast`` coder, 48 kb/s mono at 48 kHz (no resampling): ~1.7 % of a core per
-  room with 2 s segments, against ~3 % for 64 kb/s stereo with the default coder and decoder.
-  Cost in quality: mono (the AudioBridge mix of voices loses nothing that matters) and the fast
-  coder's slightly coarser quantisation at the same bitrate (audible only on music). HLS with
+- AAC-LC with the ``fast`` coder, 48 kb/s mono at 24 kHz (``AUDIO_SAMPLE_RATE``): ~1.4-1.8 % of
+  a core per room with 2 s segments; at 48 kHz ~1.7-2.2 %, and ~3 % for 64 kb/s stereo with the
+  default coder and decoder. Cost in quality: mono (the AudioBridge mix of voices loses nothing
+  that matters), audio bandwidth up to ~11 kHz at 24 kHz (all of speech; music loses its top
+  octave: set 48000 for a music room) and the fast coder's slightly coarser quantisation at
+  the same bitrate (audible only on music). HLS with
   MPEG-TS needs AAC for hls.js (Opus in TS is not playable there); copying Opus into fMP4
   would cost ~0.3 % but needs MSE Opus support in every player.
 - ``append_list`` + ``-start_number``: a restarted FFmpeg continues the playlist with higher
@@ -79,6 +81,7 @@ class HlsParams:
     hls_list_size: int = 5
     audio_bitrate: str = "48k"
     audio_channels: int = 1
+    audio_sample_rate: int = 24000
     ffmpeg_bin: str = "ffmpeg"
     bind_address: str = ""  # the local IPv4 address the RTP/RTCP ports bind to ("" = every one)
 
@@ -100,7 +103,7 @@ def build_argv(p: HlsParams) -> list[str]:
         acodec="aac",
         aac_coder="fast",
         ac=p.audio_channels,
-        ar=48000,
+        ar=p.audio_sample_rate,
         hls_time=f"{p.hls_time_s:g}",
         hls_list_size=p.hls_list_size,
         hls_flags="delete_segments+append_list+omit_endlist+temp_file",

@@ -100,6 +100,7 @@ class MixerSettings:
     hls_list_size: int = 5
     audio_bitrate: str = "48k"
     audio_channels: int = 1
+    audio_sample_rate: int = 24000
     ffmpeg_bin: str = "ffmpeg"
     stop_timeout_s: float = 2.0
 
@@ -271,6 +272,7 @@ class Mixer:
             hls_list_size=s.hls_list_size,
             audio_bitrate=s.audio_bitrate,
             audio_channels=s.audio_channels,
+            audio_sample_rate=s.audio_sample_rate,
             ffmpeg_bin=s.ffmpeg_bin,
             bind_address=_ipv4_or_empty(s.host),
         )

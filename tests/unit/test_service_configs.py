@@ -76,6 +76,7 @@ DOCUMENTED: dict[type, dict[str, str]] = {
         "HLS_DELETE_GRACE": "60s",
         "AUDIO_BITRATE": "48k",
         "AUDIO_CHANNELS": "1",
+        "AUDIO_SAMPLE_RATE": "24000",
         "FFMPEG_BIN": "ffmpeg",
         "FFMPEG_STOP_TIMEOUT": "2s",
         "LEASE_TTL": "10s",
@@ -169,6 +170,9 @@ def test_mixer_rules() -> None:
         MixerConfig.from_env({"MIXER_CAPACITY": "0"})
     with pytest.raises(ConfigError, match=r"^KEY_BASE_URL='/hls/'"):
         MixerConfig.from_env({"KEY_BASE_URL": "/hls/"})
+    assert MixerConfig.from_env({"AUDIO_SAMPLE_RATE": "48000"}).audio_sample_rate == 48000
+    with pytest.raises(ConfigError, match=r"^AUDIO_SAMPLE_RATE='12345': expected one of 16000, "):
+        MixerConfig.from_env({"AUDIO_SAMPLE_RATE": "12345"})
 
 
 def test_janus_rules() -> None:

@@ -33,6 +33,9 @@ def test_argv_reads_sdp_and_writes_encrypted_hls() -> None:
     assert argv.index("-protocol_whitelist") < i
     assert argv.index("-analyzeduration") < i
     assert "-localaddr" not in argv  # no bind address given: FFmpeg's default
+    assert (
+        _opt(argv, "-ar") == "24000" and _opt(build_argv(_params(audio_sample_rate=48000)), "-ar") == "48000"
+    )
     bound = build_argv(_params(bind_address="127.0.0.1"))
     assert _opt(bound, "-localaddr") == "127.0.0.1" and bound.index("-localaddr") < bound.index("-i")
     # libopus decodes the forwarded Opus (cheaper than the native decoder)
