@@ -5,7 +5,6 @@ RTC_EVENTS, and decodes as the JanusRestarted record the gateway (its consumer) 
 from __future__ import annotations
 
 import pytest
-from nats.aio.msg import Msg
 
 from common import keys, records
 from common.bus import Bus
@@ -16,7 +15,7 @@ from svc_janus.app import running
 from svc_janus.config import Config
 from svc_janus.janus_ws import JanusClient
 from svc_janus.service import room_secret
-from tests.integration.eventcore import eventually
+from tests.integration.eventcore import captured, eventually
 from tests.integration.svc_janus.janus_helpers import bridge_for, live_room, rooms_by_description, unique_id
 from tests.servers_janus import JanusServer
 
@@ -34,14 +33,8 @@ async def test_producer_message_validates_and_a_consumer_accepts_it(
     subject = keys.event_subject("rooms", room_id, "janus_restarted")
     contract = contract_for(subject)
     assert "svc_janus" in contract.producers and contract.stream == keys.EVENTS_STREAM
-    got: list[Msg] = []
-
-    async def collect(msg: Msg) -> None:
-        got.append(msg)
-
-    sub = await bus.js.subscribe(subject, cb=collect, stream=keys.EVENTS_STREAM)
     bridge = bridge_for(janus_client, janus_server)
-    try:
+    async with captured(bus, subject, stream=keys.EVENTS_STREAM) as got:
         async with running(manager_config):
             await live_room(store, room_id, janus_id=manager_config.janus_id)
             await eventually(lambda: store.get(StateKey("rooms", room_id, "janus")), 10, "room built")
@@ -55,5 +48,3 @@ async def test_producer_message_validates_and_a_consumer_accepts_it(
         event = records.decode_payload(records.JanusRestarted, got[0].data, key=got[0].subject)
         assert (event.room_id, event.janus_id) == (room_id, manager_config.janus_id)
         assert rebuilt is not None and event.janus_room_id == rebuilt.record.janus_room_id
-    finally:
-        await sub.unsubscribe()

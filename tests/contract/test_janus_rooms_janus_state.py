@@ -8,18 +8,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from nats.aio.msg import Msg
 
 from common import records
 from common.bus import Bus
-from common.contracts import contract_for, validate_payload
+from common.contracts import contract_for
 from common.etcd import EtcdStore
 from common.keys import Keyspace
-from common.reconcile import Interest, ReconcileRuntime, Target
+from common.reconcile import Target
 from common.state import StateStore
 from svc_janus.app import running
 from svc_janus.config import Config
-from tests.integration.eventcore import eventually
+from tests.integration.eventcore import captured, eventually, state_consumer, validated_puts
 from tests.integration.svc_janus.janus_helpers import live_room, mixer_record, stop_room, unique_id
 
 pytestmark = pytest.mark.janus
@@ -35,44 +34,34 @@ async def test_producer_message_validates_and_a_consumer_accepts_it(
     room_id = unique_id("ct")
     subject = f"rtc.state.rooms.{room_id}.janus"
     assert "svc_janus" in contract_for(subject).producers
-    got: list[Msg] = []
     seen: list[Any] = []
 
     async def consumer_reconcile(target: Target, view: Mapping[str, Any]) -> None:
         if target.id == room_id and "janus" in view:
             seen.append(view["janus"])
 
-    async def collect(msg: Msg) -> None:
-        got.append(msg)
-
-    sub = await bus.nc.subscribe(subject, cb=collect)
-    consumer = ReconcileRuntime(
+    consumer = state_consumer(
+        etcd,
+        bus,
+        keyspace,
+        collection="rooms",
+        kinds=frozenset({"janus"}),
         service="svc_rooms",
         instance="contract",
-        etcd=etcd,
-        bus=bus,
-        keyspace=keyspace,
-        interests=[Interest("rooms", frozenset({"janus"}))],
         reconcile=consumer_reconcile,
     )
-    try:
-        async with consumer, running(manager_config):
-            await live_room(store, room_id, janus_id=manager_config.janus_id)
-            await mixer_record(store, room_id, 40000)
-            await eventually(lambda: len(got) >= 2, 10, "room_created and forwarding published")
-            await stop_room(store, room_id)
-            await eventually(lambda: len(got) >= 3, 10, "the delete published")
-            await eventually(lambda: len(seen) >= 1, 10, "the consumer reconciled the janus record")
-        statuses = []
-        for msg in got:
-            validate_payload(msg.subject, msg.data)
-            event = records.decode_event(msg.data, subject=msg.subject)
-            if event.op is records.StateOp.PUT:
-                rec = records.decode_record("janus", event.value, key=event.key)
-                assert rec.janus_id == manager_config.janus_id
-                statuses.append(rec.status)
-        assert statuses[:2] == [records.JanusStatus.ROOM_CREATED, records.JanusStatus.FORWARDING]
-        assert records.decode_event(got[-1].data).op is records.StateOp.DELETE
-        assert isinstance(seen[0], records.JanusRecord)
-    finally:
-        await sub.unsubscribe()
+    async with captured(bus, subject) as got, consumer, running(manager_config):
+        await live_room(store, room_id, janus_id=manager_config.janus_id)
+        await mixer_record(store, room_id, 40000)
+        await eventually(lambda: len(got) >= 2, 10, "room_created and forwarding published")
+        await stop_room(store, room_id)
+        await eventually(lambda: len(got) >= 3, 10, "the delete published")
+        await eventually(lambda: len(seen) >= 1, 10, "the consumer reconciled the janus record")
+    puts = validated_puts(got, "janus")
+    assert all(rec.janus_id == manager_config.janus_id for rec in puts)
+    assert [rec.status for rec in puts][:2] == [
+        records.JanusStatus.ROOM_CREATED,
+        records.JanusStatus.FORWARDING,
+    ]
+    assert records.decode_event(got[-1].data).op is records.StateOp.DELETE
+    assert isinstance(seen[0], records.JanusRecord)

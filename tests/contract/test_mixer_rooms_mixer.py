@@ -5,9 +5,7 @@ validates, and a reconcile runtime (how svc_janus consumes it) caches it as a Mi
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,19 +14,14 @@ from common.bus import Bus
 from common.contracts import contract_for, validate_payload
 from common.etcd import EtcdStore
 from common.keys import Keyspace, StateKey
-from common.reconcile import Interest, ReconcileRuntime, Target
 from common.state import StateStore
 from svc_mixer.app import running
 from svc_mixer.config import Config
-from tests.integration.eventcore import eventually
+from tests.integration.eventcore import eventually, state_consumer
 from tests.integration.svc_mixer.mixer_helpers import MixerProcess, onair, removing, unique_id
 from tests.servers import EtcdServer, NatsServer
 
 pytestmark = pytest.mark.ffmpeg
-
-
-async def _noop(_target: Target, _view: Mapping[str, Any]) -> None:
-    return None
 
 
 def mixer_config(tmp_path: Path, etcd_server: EtcdServer, nats: NatsServer, keyspace: Keyspace) -> Config:
@@ -54,14 +47,14 @@ async def test_producer_messages_validate_and_a_consumer_accepts_them(
     assert "svc_mixer" in contract_for(subject).producers
     store = StateStore(etcd, bus, keyspace)
     sub = await bus.js.subscribe(subject, stream="RTC_STATE")
-    consumer = ReconcileRuntime(
+    consumer = state_consumer(
+        etcd,
+        bus,
+        keyspace,
+        collection="rooms",
+        kinds=frozenset({"mixer"}),
         service="svc_janus",
         instance="contract-mixer",
-        etcd=etcd,
-        bus=bus,
-        keyspace=keyspace,
-        interests=[Interest("rooms", frozenset({"mixer"}))],
-        reconcile=_noop,
     )
     try:
         async with consumer, running(config):

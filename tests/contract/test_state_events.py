@@ -10,8 +10,6 @@ The services' own producers have their contract tests beside their code's tests.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
 
 import pytest
 
@@ -21,16 +19,12 @@ from common.contracts import STATE_RELAY, contract_for, validate_payload
 from common.contracts._registry import _RECORD_EXAMPLES
 from common.etcd import EtcdStore
 from common.keys import Collection, Keyspace, Kind, StateKey
-from common.reconcile import Interest, ReconcileRuntime, Target
+from common.reconcile import Interest, ReconcileRuntime
 from common.relay import StateRelay
 from common.state import StateStore
-from tests.integration.eventcore import eventually
+from tests.integration.eventcore import eventually, noop_reconcile
 
 STATE_KINDS = sorted(_RECORD_EXAMPLES, key=lambda ck: (ck[0].value, ck[1].value))
-
-
-async def _noop(_target: Target, _view: Mapping[str, Any]) -> None:
-    return None
 
 
 def _runtime(etcd: EtcdStore, bus: Bus, keyspace: Keyspace, collection: Collection) -> ReconcileRuntime:
@@ -41,7 +35,7 @@ def _runtime(etcd: EtcdStore, bus: Bus, keyspace: Keyspace, collection: Collecti
         bus=bus,
         keyspace=keyspace,
         interests=[Interest(collection.value)],
-        reconcile=_noop,
+        reconcile=noop_reconcile,
         resync_interval_s=3600,
     )
 

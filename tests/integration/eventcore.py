@@ -1,17 +1,89 @@
-"""Helpers shared by the event-core integration tests (not fixtures: plain functions)."""
+"""Helpers shared by the event-core, contract and service tests (plain functions, no fixtures)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
+
+from nats.aio.msg import Msg
 
 from common import records
+from common.bus import Bus
+from common.contracts import validate_payload
 from common.etcd import EtcdStore
 from common.keys import Keyspace
-from common.reconcile import ReconcileRuntime
+from common.reconcile import Interest, ReconcileFn, ReconcileRuntime, Target
 
-__all__ = ["cache_state", "etcd_state", "eventually", "room_meta"]
+__all__ = [
+    "cache_state",
+    "captured",
+    "etcd_state",
+    "eventually",
+    "noop_reconcile",
+    "room_meta",
+    "state_consumer",
+    "validated_puts",
+]
+
+
+async def noop_reconcile(_target: Target, _view: Mapping[str, Any]) -> None:
+    """A consumer that only keeps its cache (what a contract test checks)."""
+    return None
+
+
+def state_consumer(
+    etcd: EtcdStore,
+    bus: Bus,
+    keyspace: Keyspace,
+    *,
+    collection: str,
+    kinds: frozenset[str] | None = None,
+    service: str,
+    instance: str,
+    reconcile: ReconcileFn = noop_reconcile,
+) -> ReconcileRuntime:
+    """A real consumer of one collection, as the named service runs it."""
+    return ReconcileRuntime(
+        service=service,
+        instance=instance,
+        etcd=etcd,
+        bus=bus,
+        keyspace=keyspace,
+        interests=[Interest(collection, kinds)],
+        reconcile=reconcile,
+    )
+
+
+@contextlib.asynccontextmanager
+async def captured(bus: Bus, subject: str, *, stream: str | None = None) -> AsyncIterator[list[Msg]]:
+    """Every message on ``subject`` while the block runs (from ``stream`` if given, else core NATS)."""
+    got: list[Msg] = []
+
+    async def collect(msg: Msg) -> None:
+        got.append(msg)
+
+    if stream is None:
+        sub = await bus.nc.subscribe(subject, cb=collect)
+    else:
+        sub = await bus.js.subscribe(subject, cb=collect, stream=stream)
+    try:
+        yield got
+    finally:
+        await sub.unsubscribe()
+
+
+def validated_puts(msgs: list[Msg], kind: str) -> list[Any]:
+    """Validate every state message against its contract; the records of the puts, in order."""
+    out = []
+    for msg in msgs:
+        validate_payload(msg.subject, msg.data)
+        event = records.decode_event(msg.data, subject=msg.subject)
+        if event.op is records.StateOp.PUT:
+            out.append(records.decode_record(kind, event.value, key=event.key))
+    return out
 
 
 def room_meta(room_id: str, max_anchors: int = 3) -> records.RoomMeta:

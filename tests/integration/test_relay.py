@@ -20,7 +20,7 @@ from common.keys import Keyspace, StateKey
 from common.reconcile import Interest, ReconcileRuntime
 from common.relay import StateRelay
 from common.state import StateStore
-from tests.integration.eventcore import cache_state, etcd_state, eventually, room_meta
+from tests.integration.eventcore import cache_state, etcd_state, eventually, noop_reconcile, room_meta
 from tests.servers import EtcdServer, NatsServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,10 +43,6 @@ async def etcd_history(etcd: EtcdStore, prefix: str) -> list[tuple[str, int]]:
 
 def read_progress(path: Path) -> int:
     return int(path.read_text()) if path.exists() else 0
-
-
-async def _noop(*_args: object) -> None:
-    return None
 
 
 async def stream_messages(bus: Bus, subject: str) -> list[tuple[str, dict[str, object]]]:
@@ -92,7 +88,7 @@ async def test_no_change_is_lost_when_the_publisher_is_killed(
         bus=bus,
         keyspace=keyspace,
         interests=[Interest("rooms")],
-        reconcile=_noop,
+        reconcile=noop_reconcile,
         resync_interval_s=3600,
     )
     async with runtime:
