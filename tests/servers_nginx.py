@@ -68,11 +68,12 @@ class NginxServer(ServerProcess):
             return bool(r.status == 200)
 
 
-def send_tone(
-    port: int, *, frequency: int = 440, seconds: float = 30.0, host: str = LOOPBACK
-) -> subprocess.Popen[bytes]:
-    """Start FFmpeg sending a sine as Opus RTP (payload type 111) in real time; caller stops it."""
-    argv = [
+def tone_argv(
+    port: int, *, frequency: int = 440, seconds: float | None = None, host: str = LOOPBACK
+) -> list[str]:
+    """FFmpeg sending a 48 kHz sine as Opus RTP (payload type 111) in real time to host:port."""
+    duration = f":duration={seconds}" if seconds is not None else ""
+    return [
         find_binary("ffmpeg"),
         "-nostdin",
         "-loglevel",
@@ -81,7 +82,7 @@ def send_tone(
         "-f",
         "lavfi",
         "-i",
-        f"sine=frequency={frequency}:duration={seconds}",
+        f"sine=frequency={frequency}:sample_rate=48000{duration}",
         "-c:a",
         "libopus",
         "-b:a",
@@ -92,8 +93,17 @@ def send_tone(
         "rtp",
         f"rtp://{host}:{port}",
     ]
+
+
+def send_tone(
+    port: int, *, frequency: int = 440, seconds: float = 30.0, host: str = LOOPBACK
+) -> subprocess.Popen[bytes]:
+    """Start FFmpeg sending a sine as Opus RTP (payload type 111) in real time; caller stops it."""
     return subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        tone_argv(port, frequency=frequency, seconds=seconds, host=host),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 

@@ -33,6 +33,7 @@ from svc_janus.janus_ws import JanusClient
 from svc_janus.service import random_room_number
 from tests.servers import LOOPBACK, free_port
 from tests.servers_janus import JanusServer
+from tests.servers_nginx import tone_argv
 
 __all__ = [
     "OpusReceiver",
@@ -170,24 +171,7 @@ class RtpSpeaker:
         )
         self.rtp_port = int(joined["rtp"]["port"])
         self.proc = await asyncio.create_subprocess_exec(
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency={self.frequency_hz}:sample_rate=48000",
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "64k",
-            "-payload_type",
-            str(OPUS_PAYLOAD_TYPE),
-            "-f",
-            "rtp",
-            f"rtp://{LOOPBACK}:{self.rtp_port}",
+            *tone_argv(self.rtp_port, frequency=self.frequency_hz),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
