@@ -465,6 +465,17 @@ class EtcdStore:
         got = await self._call("get_prefix", prefix, lambda c: c.get_range(start, _range_end(_b(prefix))))
         return Snapshot(kvs=[_kv(kv) for kv in got.kvs], revision=int(got.header.revision))
 
+    async def revision(self, prefix: str = "/") -> int:
+        """etcd's current revision, read as a count-only range (no values travel)."""
+        start = _b(prefix) or b"\0"
+        request = rpc.RangeRequest(key=start, range_end=_range_end(_b(prefix)), count_only=True)
+
+        async def run(c: Any) -> Any:
+            return await c.kvstub.Range(request, timeout=self.request_timeout_s, metadata=c.metadata)
+
+        got = await self._call("revision", prefix, run)
+        return int(got.header.revision)
+
     async def put(self, key: str, value: bytes, *, lease: int | None = None) -> int:
         """Write ``key``; returns the new revision. LeaseLost if ``lease`` is gone."""
         got = await self._call("put", key, lambda c: c.put(_b(key), value, lease=lease), lease_id=lease)

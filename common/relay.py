@@ -213,10 +213,9 @@ class StateRelay:
     async def _follow(self, checkpoint: int) -> None:
         """Watch from checkpoint + 1, publishing in batches and saving the checkpoint as it goes."""
         queue: asyncio.Queue[WatchEvent] = asyncio.Queue(maxsize=self.batch * 8)
-        head = await self.etcd.get_prefix(self._watch_prefix)
-        if head.revision <= checkpoint:
+        target = await self.etcd.revision(self._watch_prefix)
+        if target <= checkpoint:
             self._caught_up.set()
-        target = head.revision
 
         async def read() -> None:
             async for event in self.etcd.watch_with_resume(self._watch_prefix, start_revision=checkpoint + 1):

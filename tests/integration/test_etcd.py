@@ -345,3 +345,11 @@ async def test_lease_expiry_deletes_key(store: EtcdStore, prefix: str) -> None:
         assert (events[0].key, events[0].op) == (key, "delete")
     finally:
         await col.aclose()
+
+
+async def test_revision_is_the_store_revision_without_reading_values(store: EtcdStore, prefix: str) -> None:
+    before = await store.revision(prefix)
+    written = await store.put(f"{prefix}a", b"x" * 1000)
+    assert written > before
+    assert await store.revision(prefix) == written == (await store.get_prefix(prefix)).revision
+    assert await store.revision(f"{prefix}nothing-here/") == written
