@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
@@ -383,9 +382,7 @@ class ReconcileRuntime:
             service=self.service, subject=msg.subject, sequence=seq, error=str(exc), data=msg.data
         )
         try:
-            await self.bus.publish(
-                keys.dlq_subject(self.service), json.dumps(records.unstructure(letter)).encode()
-            )
+            await self.bus.publish(keys.dlq_subject(self.service), records.encode_record(letter))
         except AppError as pub_exc:
             log_error(logger, pub_exc, "dead letter not published", subject=msg.subject, sequence=seq)
 

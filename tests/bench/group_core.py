@@ -121,7 +121,7 @@ async def _event_latency(nats_server: NatsServer, etcd_server: EtcdServer) -> di
 async def _watch_latency(etcd_server: EtcdServer) -> dict[str, float]:
     async with EtcdStore.open([etcd_server.endpoint]) as etcd:
         prefix = "/bench-watch/"
-        head = (await etcd.get_prefix(prefix)).revision
+        head = await etcd.revision(prefix)
         arrived: dict[str, float] = {}
         got_all = asyncio.Event()
 
@@ -155,7 +155,7 @@ async def _relay_rate(nats_server: NatsServer, etcd_server: EtcdServer) -> dict[
         Bus.open([nats_server.url], name="relay") as bus,
     ):
         relay = StateRelay(etcd=etcd, bus=bus, keyspace=keyspace, name="bench")
-        await relay.save_checkpoint((await etcd.get_prefix("/bench-relay/")).revision)
+        await relay.save_checkpoint(await etcd.revision("/bench-relay/"))
         silent = StateStore(etcd, None, keyspace)  # etcd only: the relay has it all to do
         sem = asyncio.Semaphore(64)
 
@@ -164,7 +164,7 @@ async def _relay_rate(nats_server: NatsServer, etcd_server: EtcdServer) -> dict[
                 await silent.put(StateKey("rooms", f"relay-{i % 1000}", "meta"), _meta(i))
 
         await asyncio.gather(*(write(i) for i in range(RELAY_EVENTS)))
-        head = (await etcd.get_prefix("/bench-relay/")).revision
+        head = await etcd.revision("/bench-relay/")
         t0 = time.perf_counter()
         async with relay:
             while relay.stats.published < RELAY_EVENTS:  # noqa: ASYNC110 (5 ms polling is the clock here)
