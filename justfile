@@ -61,7 +61,7 @@ lint:
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     .venv/bin/mypy
-    .venv/bin/mypy infra/stack.py infra/settings_doc.py tests/bench/runner.py tests/bench/__main__.py
+    .venv/bin/mypy infra/stack.py infra/settings_doc.py tests/bench/runner.py tests/bench/__main__.py just
 
 # write the AsyncAPI document of every subject to docs/asyncapi.yaml
 asyncapi:
