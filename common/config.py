@@ -20,8 +20,10 @@ Rules (reference.md s11, the old system's Viper binding):
 - A wrong value raises :class:`ConfigError` whose message is one line naming the variable (env
   name, or file key and file) and the bad value.
 - Secrets (``setting(..., secret=True)``) are masked in reprs and error messages. A secret with a
-  non-empty development default that is still at that default refuses to start when
-  ``APP_ENV=production``; secrets defaulting to "" (passwords of etcd/Redis) are optional.
+  non-empty development default is a known value: left at it, the service refuses to start
+  unless ``APP_ENV=development`` says this is a development setup (the default is
+  ``production``, so a service started without configuration has no open door). Secrets
+  defaulting to "" (passwords of etcd/Redis) are optional.
 
 :func:`describe_settings` lists every key with env name, default and help (README tables).
 """
@@ -309,7 +311,7 @@ def setting(
     ``key`` overrides the key segment (default: the field name), e.g. field ``lease_ttl_s`` with
     ``key="lease_ttl"`` -> ``LEASE_TTL``. ``parse`` turns the raw env/file value into the field's
     value (default: by the annotation: str, int, float, bool, list[str], Literal[...]).
-    ``secret`` masks the value in reprs and errors and refuses a non-empty default in production.
+    ``secret`` masks the value in reprs and errors and refuses a non-empty default outside development.
     """
     meta = {_META: _Meta(key=key, parse=parse, secret=secret, help=help)}
     repr_: Any = _mask_repr if secret else True
@@ -333,7 +335,7 @@ class AppSettings:
     section_key: ClassVar[str] = "app"
 
     env: Literal["development", "production"] = setting(
-        "development", help="development or production (production refuses default secrets)"
+        "production", help="production refuses known default secrets; development accepts them"
     )
     shutdown_timeout_s: float = setting(
         10.0, key="shutdown_timeout", parse=duration, help="time allowed for a graceful stop"
@@ -549,11 +551,11 @@ def _check_log_levels(env: Mapping[str, str]) -> None:
             )
 
 
-def _is_production(obj: object) -> bool:
+def _is_development(obj: object) -> bool:
     if isinstance(obj, AppSettings):
-        return obj.env == "production"
+        return obj.env == "development"
     if attrs.has(type(obj)):
-        return any(_is_production(getattr(obj, f.name)) for f in attrs.fields(type(obj)))  # type: ignore[arg-type]
+        return any(_is_development(getattr(obj, f.name)) for f in attrs.fields(type(obj)))  # type: ignore[arg-type]
     return False
 
 
@@ -584,12 +586,13 @@ def load_settings(
         loaded: T = _build(defaults, changes)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"invalid settings for {cls.__name__}: {exc}") from None
-    if _is_production(loaded):
+    if not _is_development(loaded):
         for leaf in leaves:
             default = _get(defaults, leaf.names)
             if leaf.secret and default and _get(loaded, leaf.names) == default:
                 raise ConfigError(
-                    f"{leaf.env} is left at its development default; set it when APP_ENV=production",
+                    f"{leaf.env} is left at its known development default: set it "
+                    "(or APP_ENV=development for a development setup)",
                     variable=leaf.env,
                 )
     return loaded

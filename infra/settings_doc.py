@@ -35,8 +35,9 @@ def render() -> str:
         "Every key `a.b_c` is read from the environment variable `A_B_C` (no prefix), after the",
         "defaults and an optional config file (`APP_CONFIG_FILE`: JSON, TOML or YAML with the same",
         "nested keys). Durations take `500ms`, `10s`, `1m30s`; lists are comma-separated. A bad value",
-        "stops the service at start with one line naming the variable. Secrets (`***`) refuse to",
-        "start at their default when `APP_ENV=production`. Log levels: `LOG_LEVEL`,",
+        "stops the service at start with one line naming the variable. Secrets (`***`) have known",
+        "development defaults, which a service refuses unless `APP_ENV=development` (the default",
+        "is `production`); `just up` generates every secret (see Secrets above). Log levels: `LOG_LEVEL`,",
         "`LOG_LEVEL__MODULE`, `LOG_LEVEL__MODULE__SUB` (SCREAMING_SNAKE_CASE module names).",
     ]
     for service in SERVICES:

@@ -5,19 +5,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import attrs
 import pytest
 
-from common.config import ConfigError, describe_settings
+from common.config import AppSettings, ConfigError, describe_settings
 from svc_gateway.config import Config as GatewayConfig
 from svc_janus.config import Config as JanusConfig
 from svc_mixer.config import Config as MixerConfig
 from svc_rooms.config import Config as RoomsConfig
 from svc_users.config import Config as UsersConfig
 
+# development mode accepts the known default secrets, so rules can be checked one at a time
+DEV = {"APP_ENV": "development"}
+
 ALL = [RoomsConfig, JanusConfig, MixerConfig, GatewayConfig, UsersConfig]
 
 COMMON = {
-    "APP_ENV": "development",
+    "APP_ENV": "production",
     "APP_SHUTDOWN_TIMEOUT": "10s",
     "APP_LOG_CONFIG_FILE": "",
     "ETCD_ENDPOINTS": "127.0.0.1:2379",
@@ -38,7 +42,7 @@ DOCUMENTED: dict[type, dict[str, str]] = {
         **COMMON,
         "HTTP_ADDR": "127.0.0.1:3000",
         "HLS_ADV_URL": "http://127.0.0.1:8080/hls/",
-        "ADMIN_TOKEN": "***",
+        "API_TOKEN": "***",
         "HOUSEKEEPING_INTERVAL": "30s",
         "ROOM_MAX_AGE": "10800s",
         "ROOM_REMOVING_GRACE": "60s",
@@ -108,7 +112,7 @@ DOCUMENTED: dict[type, dict[str, str]] = {
     },
 }
 SECRETS = {
-    RoomsConfig: ["ADMIN_TOKEN"],
+    RoomsConfig: ["API_TOKEN"],
     JanusConfig: ["ADMIN_SECRET"],
     MixerConfig: ["HLS_KEY_SECRET"],
     GatewayConfig: ["JWT_SECRET", "JANUS_TOKEN_KEY"],
@@ -117,9 +121,9 @@ SECRETS = {
 
 
 @pytest.mark.parametrize("cls", ALL)
-def test_loads_from_empty_env_with_documented_defaults(cls: Any) -> None:
-    config = cls.from_env({})
-    assert config == cls()
+def test_loads_with_documented_defaults_in_development(cls: Any) -> None:
+    config = cls.from_env(DEV)
+    assert config == attrs.evolve(cls(), app=AppSettings(env="development"))
     shown = {i.env: i.default for i in describe_settings(cls) if not i.env.endswith("_PASSWORD")}
     assert shown == DOCUMENTED[cls]
     assert all(i.help for i in describe_settings(cls))
@@ -127,7 +131,7 @@ def test_loads_from_empty_env_with_documented_defaults(cls: Any) -> None:
 
 @pytest.mark.parametrize("cls", ALL)
 def test_shutdown_timeout_and_addresses_are_typed(cls: Any) -> None:
-    config = cls.from_env({"APP_SHUTDOWN_TIMEOUT": "1m", "ETCD_ENDPOINTS": "a:1,b:2"})
+    config = cls.from_env({**DEV, "APP_SHUTDOWN_TIMEOUT": "1m", "ETCD_ENDPOINTS": "a:1,b:2"})
     assert config.app.shutdown_timeout_s == 60.0
     assert config.etcd.endpoints == ["a:1", "b:2"]
 
@@ -140,13 +144,15 @@ def test_hosts_default_to_loopback(cls: Any) -> None:
 
 
 @pytest.mark.parametrize("cls", ALL)
-def test_production_refuses_each_default_secret(cls: Any) -> None:
+def test_outside_development_each_default_secret_is_refused(cls: Any) -> None:
     real = {name: "x" * 32 for name in SECRETS[cls]}
     assert cls.from_env({"APP_ENV": "production", **real}).app.env == "production"
+    assert cls.from_env(real).app.env == "production", "production is the default mode"
     for name in SECRETS[cls]:
-        env = {"APP_ENV": "production", **{k: v for k, v in real.items() if k != name}}
-        with pytest.raises(ConfigError, match=f"^{name} is left at its development default"):
-            cls.from_env(env)
+        others = {k: v for k, v in real.items() if k != name}
+        for env in ({"APP_ENV": "production", **others}, others):
+            with pytest.raises(ConfigError, match=f"^{name} is left at its known development default"):
+                cls.from_env(env)
 
 
 @pytest.mark.parametrize("cls", ALL)
@@ -159,35 +165,35 @@ def test_secrets_not_in_repr(cls: Any) -> None:
 
 def test_mixer_rules() -> None:
     config = MixerConfig.from_env(
-        {"MIXER_IP": "10.0.0.5", "RTP_PORT_START": "30000", "RTP_PORT_END": "30010"}
+        {**DEV, "MIXER_IP": "10.0.0.5", "RTP_PORT_START": "30000", "RTP_PORT_END": "30010"}
     )
     assert (config.host, config.rtp_port_start, config.rtp_port_end) == ("10.0.0.5", 30000, 30010)
     with pytest.raises(ConfigError, match=r"^RTP_PORT_END=100 is below RTP_PORT_START=10000$"):
-        MixerConfig.from_env({"RTP_PORT_END": "100"})
+        MixerConfig.from_env({**DEV, "RTP_PORT_END": "100"})
     with pytest.raises(ConfigError, match=r"^RTP_PORT_START='70000': port out of range"):
-        MixerConfig.from_env({"RTP_PORT_START": "70000"})
+        MixerConfig.from_env({**DEV, "RTP_PORT_START": "70000"})
     with pytest.raises(ConfigError, match=r"^MIXER_CAPACITY='0': expected at least 1"):
-        MixerConfig.from_env({"MIXER_CAPACITY": "0"})
+        MixerConfig.from_env({**DEV, "MIXER_CAPACITY": "0"})
     with pytest.raises(ConfigError, match=r"^KEY_BASE_URL='/hls/'"):
-        MixerConfig.from_env({"KEY_BASE_URL": "/hls/"})
-    assert MixerConfig.from_env({"AUDIO_SAMPLE_RATE": "48000"}).audio_sample_rate == 48000
+        MixerConfig.from_env({**DEV, "KEY_BASE_URL": "/hls/"})
+    assert MixerConfig.from_env({**DEV, "AUDIO_SAMPLE_RATE": "48000"}).audio_sample_rate == 48000
     with pytest.raises(ConfigError, match=r"^AUDIO_SAMPLE_RATE='12345': expected one of 16000, "):
-        MixerConfig.from_env({"AUDIO_SAMPLE_RATE": "12345"})
+        MixerConfig.from_env({**DEV, "AUDIO_SAMPLE_RATE": "12345"})
 
 
 def test_janus_rules() -> None:
-    assert JanusConfig.from_env({"LEASE_TTL": "2s"}).lease_ttl_s == 2.0
+    assert JanusConfig.from_env({**DEV, "LEASE_TTL": "2s"}).lease_ttl_s == 2.0
     with pytest.raises(ConfigError, match=r"^LEASE_TTL='500ms': expected at least 1s"):
-        JanusConfig.from_env({"LEASE_TTL": "500ms"})
+        JanusConfig.from_env({**DEV, "LEASE_TTL": "500ms"})
     with pytest.raises(ConfigError, match=r"^JANUS_WS_URL='http://x:8088'"):
-        JanusConfig.from_env({"JANUS_WS_URL": "http://x:8088"})
+        JanusConfig.from_env({**DEV, "JANUS_WS_URL": "http://x:8088"})
 
 
 def test_gateway_token_key_must_be_32_bytes() -> None:
-    assert GatewayConfig.from_env({"JANUS_TOKEN_KEY": "k" * 32}).janus_token_key == "k" * 32
+    assert GatewayConfig.from_env({**DEV, "JANUS_TOKEN_KEY": "k" * 32}).janus_token_key == "k" * 32
     with pytest.raises(ConfigError, match=r"^JANUS_TOKEN_KEY=<secret, 31 chars>: expected exactly 32 bytes$"):
-        GatewayConfig.from_env({"JANUS_TOKEN_KEY": "k" * 31})
-    assert GatewayConfig.from_env({"ALLOWED_ORIGINS": "http://a, http://b"}).allowed_origins == [
+        GatewayConfig.from_env({**DEV, "JANUS_TOKEN_KEY": "k" * 31})
+    assert GatewayConfig.from_env({**DEV, "ALLOWED_ORIGINS": "http://a, http://b"}).allowed_origins == [
         "http://a",
         "http://b",
     ]

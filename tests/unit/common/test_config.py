@@ -50,8 +50,16 @@ class Sample:
     password: str = setting("", secret=True)
 
 
+# the Sample's token is a known default secret: development mode lets the parsing tests use it
+DEV = {"APP_ENV": "development"}
+
+
 def load(env: dict[str, str] | None = None, **kw: Any) -> Sample:
-    return load_settings(Sample, env=env or {}, **kw)
+    return load_settings(Sample, env={**DEV, **(env or {})}, **kw)
+
+
+def dev_defaults() -> Sample:
+    return attrs.evolve(Sample(), app=AppSettings(env="development"))
 
 
 def error(env: dict[str, str] | None = None, **kw: Any) -> str:
@@ -67,7 +75,7 @@ def error(env: dict[str, str] | None = None, **kw: Any) -> str:
 
 def test_defaults_with_empty_env() -> None:
     s = load()
-    assert s == Sample()
+    assert s == dev_defaults()
     assert s.app.shutdown_timeout_s == 10.0
     assert s.etcd.endpoints == ["127.0.0.1:2379"]
     assert s.http.addr == "127.0.0.1:3000"
@@ -121,7 +129,7 @@ def test_env_overrides_each_kind() -> None:
 
 def test_unknown_env_vars_and_empty_values_are_ignored() -> None:
     s = load({"MIXER_ID": "", "RATIO": "   ", "SOMETHING_ELSE": "x", "ETCD_FOO": "1"})
-    assert s == Sample()
+    assert s == dev_defaults()
 
 
 def test_section_loaded_alone_keeps_its_prefix() -> None:
@@ -338,7 +346,7 @@ def test_file_unreadable_or_malformed(tmp_path: Path) -> None:
 
 
 def test_empty_yaml_file_is_defaults(tmp_path: Path) -> None:
-    assert load(config_file=write(tmp_path, "e.yaml", "")) == Sample()
+    assert load(config_file=write(tmp_path, "e.yaml", "")) == dev_defaults()
 
 
 # -- secrets ---------------------------------------------------------------------------------
@@ -361,12 +369,23 @@ def test_secrets_masked_in_repr_and_errors() -> None:
     assert str(info.value).startswith("KEY=<secret, 5 chars>:")
 
 
+REFUSED = (
+    "TOKEN is left at its known development default: set it (or APP_ENV=development for a development setup)"
+)
+
+
 def test_production_refuses_default_secrets() -> None:
-    assert error({"APP_ENV": "production"}) == (
-        "TOKEN is left at its development default; set it when APP_ENV=production"
-    )
+    assert error({"APP_ENV": "production"}) == REFUSED
     # explicitly set to the well-known default is refused too
     assert "TOKEN" in error({"APP_ENV": "production", "TOKEN": "dev-token"})
+
+
+def test_production_is_the_default_mode() -> None:
+    assert Sample().app.env == "production"
+    with pytest.raises(ConfigError) as info:
+        load_settings(Sample, env={})
+    assert str(info.value) == REFUSED
+    assert load_settings(Sample, env={"TOKEN": "real"}).token == "real"
 
 
 def test_production_accepts_real_secrets_and_empty_default_passwords() -> None:
