@@ -2,9 +2,11 @@
 
 Handlers decode (``decode_body`` for bodies, ids validated by the service), make one service
 call and encode. Errors are AppErrors mapped by ``common.http.exception_handlers`` to
-``{"success": false, "error", "details"}``. The module endpoints need the admin bearer token
-(401 without one, 403 with a wrong one). OpenAPI is served at ``/schema`` (request bodies are
-documented from the body classes, since handlers take the raw body to decode it strictly).
+``{"success": false, "error", "details"}``. Every write (create and stop rooms, set and
+remove marks) and the module list need ``Authorization: Bearer <API token>`` (401 without one,
+403 with a wrong one); reads of rooms and stats stay open. OpenAPI is served at ``/schema``
+(request bodies are documented from the body classes, since handlers take the raw body to
+decode it strictly).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ __all__ = ["DEFAULT_PAGE_LIMIT", "MAX_PAGE_LIMIT", "HealthFn", "create_app"]
 
 DEFAULT_PAGE_LIMIT = 100
 MAX_PAGE_LIMIT = 1000
-_ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
+_API_TOKEN: list[dict[str, list[str]]] = [{"apiToken": []}]
 
 HealthFn = Callable[[], Awaitable[Mapping[str, bool]]]
 
@@ -118,25 +120,27 @@ def _module(state: ModuleState) -> dict[str, Any]:
 def create_app(
     service: RoomService,
     *,
-    admin_token: str,
+    api_token: str,
     health: HealthFn,
     on_startup: list[LifespanHook] | None = None,
     debug: bool = False,
 ) -> Litestar:
     """The litestar app over ``service``; ``health`` returns named checks (all true = healthy)."""
-    expected = admin_token.encode()
+    expected = api_token.encode()
 
-    def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    def api_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         header = connection.headers.get("authorization", "")
         scheme, _sep, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("admin bearer token required (Authorization: Bearer <ADMIN_TOKEN>)")
+            raise Unauthorized("API token required (Authorization: Bearer <API token>)")
         if not hmac.compare_digest(token.strip().encode(), expected):
-            raise Forbidden("wrong admin token")
+            raise Forbidden("wrong API token")
 
     @post(
         "/api/rooms",
         summary="Create a room and start it live",
+        guards=[api_guard],
+        security=_API_TOKEN,
         operation_class=_json_body_operation(CreateRoomBody),
         status_code=201,
     )
@@ -173,7 +177,11 @@ def create_app(
         }
 
     @delete(
-        "/api/rooms/{room_id:str}", summary="Stop a room (it is deleted once modules let go)", status_code=200
+        "/api/rooms/{room_id:str}",
+        summary="Stop a room (it is deleted once modules let go)",
+        guards=[api_guard],
+        security=_API_TOKEN,
+        status_code=200,
     )
     async def delete_room(room_id: FromPath[str]) -> dict[str, Any]:
         await service.stop_room(room_id)
@@ -186,8 +194,8 @@ def create_app(
     @put(
         "/api/modules/{module_type:str}/{module_id:str}/mark",
         summary="Label a module (admin)",
-        guards=[admin_guard],
-        security=_ADMIN,
+        guards=[api_guard],
+        security=_API_TOKEN,
         operation_class=_json_body_operation(MarkBody),
     )
     async def set_mark(module_type: FromPath[str], module_id: FromPath[str], body: RawBody) -> dict[str, Any]:
@@ -203,8 +211,8 @@ def create_app(
     @delete(
         "/api/modules/{module_type:str}/{module_id:str}/mark",
         summary="Remove a module's label (admin)",
-        guards=[admin_guard],
-        security=_ADMIN,
+        guards=[api_guard],
+        security=_API_TOKEN,
         status_code=200,
     )
     async def delete_mark(module_type: FromPath[str], module_id: FromPath[str]) -> dict[str, Any]:
@@ -219,8 +227,8 @@ def create_app(
     @get(
         "/api/modules",
         summary="Every module: heartbeat, mark, load, pickable (admin)",
-        guards=[admin_guard],
-        security=_ADMIN,
+        guards=[api_guard],
+        security=_API_TOKEN,
     )
     async def modules() -> dict[str, Any]:
         return {"success": True, "modules": [_module(m) for m in service.modules()]}
@@ -260,7 +268,7 @@ def create_app(
             version="1.0.0",
             path="/schema",
             components=Components(
-                security_schemes={"adminToken": SecurityScheme(type="http", scheme="bearer")}
+                security_schemes={"apiToken": SecurityScheme(type="http", scheme="bearer")}
             ),
         ),
         on_startup=on_startup or [],

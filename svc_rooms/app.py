@@ -164,7 +164,7 @@ async def running(
                 "modules": len(resources.modules()),
             }
 
-        app = create_app(service, admin_token=config.admin_token, health=health)
+        app = create_app(service, api_token=config.api_token, health=health)
         server = await stack.enter_async_context(serve_http(app, config.http.addr, name=SERVICE))
         await stack.enter_async_context(
             serve_micro(bus, name=SERVICE, version=_version(), description="room manager", status=status)

@@ -1,8 +1,8 @@
 """svc_rooms settings: every env name and default of the room manager (reference.md s11).
 
 Keys kept from the reference: ``HTTP_ADDR`` (127.0.0.1:3000), ``HLS_ADV_URL`` and the common
-blocks (``APP_*``, ``ETCD_*``). New here: ``ADMIN_TOKEN`` (guards the admin API),
-``NATS_*`` (events, architecture.md s3), ``HOUSEKEEPING_INTERVAL`` (a constant of 30 s in the
+blocks (``APP_*``, ``ETCD_*``). New here: ``API_TOKEN`` (guards every write and the module
+list), ``NATS_*`` (events, architecture.md s3), ``HOUSEKEEPING_INTERVAL`` (a constant of 30 s in the
 reference, s4.3), ``ROOM_MAX_AGE`` (3 h, a constant there; ``0`` = unlimited),
 ``ROOM_REMOVING_GRACE`` (60 s, a constant there), ``ROOM_START_TIMEOUT`` (10 min, a constant
 there) and ``ETCD_PREFIX_SLOTS`` (``/slots/``: the per-module assignment slots, outside the state
@@ -46,8 +46,10 @@ class Config:
     hls_adv_url: str = setting(
         "http://127.0.0.1:8080/hls/", parse=url("http", "https"), help="public base URL of HLS playlists"
     )
-    admin_token: str = setting(
-        "dev-admin-token", secret=True, help="bearer token of the admin API (marks, module admin)"
+    api_token: str = setting(
+        "dev-api-token",
+        secret=True,
+        help="bearer token of every write (create/stop rooms, marks) and of the module list",
     )
     housekeeping_interval_s: float = setting(
         30.0, key="housekeeping_interval", parse=duration, help="period of removal/migration/resync pass"

@@ -44,7 +44,7 @@ LATENCY_ROOMS = 500
 CONVERGE_ROOMS = 1_000
 IN_FLIGHT = 32
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN_TOKEN = "bench-admin"
+API_TOKEN = "bench-api-token"
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -60,7 +60,7 @@ async def _svc_rooms(nats_server: NatsServer, etcd_server: EtcdServer, run_dir: 
         "NATS_SERVERS": nats_server.url,
         "ETCD_ENDPOINTS": etcd_server.endpoint,
         "HTTP_ADDR": f"127.0.0.1:{port}",
-        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "API_TOKEN": API_TOKEN,
         "LOG_LEVEL": "warning",
     }
     log = (run_dir / "svc_rooms.log").open("wb")
@@ -179,6 +179,7 @@ async def run() -> dict[str, float]:
                 _svc_rooms(nats_server, etcd_server, run_dir) as url,
                 httpx.AsyncClient(
                     base_url=url,
+                    headers={"Authorization": f"Bearer {API_TOKEN}"},
                     timeout=30.0,
                     # Without TCP_NODELAY the body, sent after the headers, waits for the
                     # server's delayed ACK (~40 ms): a client artefact, not server latency.

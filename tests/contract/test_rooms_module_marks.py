@@ -14,7 +14,7 @@ import pytest
 from common.contracts import validate_payload
 from common.records import Mark, MarkLabel, decode_record
 from tests.integration.eventcore import eventually
-from tests.integration.svc_rooms.fakes import ADMIN, rooms_harness
+from tests.integration.svc_rooms.fakes import AUTH, rooms_harness
 from tests.servers import EtcdServer
 
 
@@ -27,14 +27,14 @@ async def test_mark_put_and_delete_validate_and_are_consumed(
         path = f"/api/modules/{collection}/module-7/mark"
         sub = await h.bus.js.subscribe(f"rtc.state.{collection}.module-7.mark", stream="RTC_STATE")
         try:
-            r = await h.client.put(path, json={"label": "draining", "ttl": 30}, headers=ADMIN)
+            r = await h.client.put(path, json={"label": "draining", "ttl": 30}, headers=AUTH)
             assert r.status_code == 200
             put = await sub.next_msg(timeout=5)
             assert validate_payload(put.subject, put.data).name == f"state{collection.capitalize()}Mark"
             record = decode_record("mark", json.loads(put.data)["value"])
             assert record == Mark(label=MarkLabel.DRAINING)
             await eventually(lambda: cache.get(collection, "module-7", "mark") == record, 5, "mark consumed")
-            assert (await h.client.delete(path, headers=ADMIN)).status_code == 200
+            assert (await h.client.delete(path, headers=AUTH)).status_code == 200
             deleted = await sub.next_msg(timeout=5)
             validate_payload(deleted.subject, deleted.data)
             assert json.loads(deleted.data)["op"] == "delete"

@@ -18,4 +18,4 @@ def test_readme_settings_are_current() -> None:
     )
     assert result.returncode == 0, result.stderr + " (run `just docs`)"
     readme = (ROOT / "README.md").read_text()
-    assert "`MIXER_ID`" in readme and "`JANUS_WS_URL`" in readme and "`ADMIN_TOKEN`" in readme
+    assert "`MIXER_ID`" in readme and "`JANUS_WS_URL`" in readme and "`API_TOKEN`" in readme

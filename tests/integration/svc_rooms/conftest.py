@@ -17,8 +17,8 @@ from common.state import StateStore
 from svc_rooms.app import Rooms, running
 from svc_rooms.config import Config
 from tests.integration.svc_rooms.fakes import (
-    ADMIN,
-    ADMIN_TOKEN,
+    API_TOKEN,
+    AUTH,
     FakeClock,
     FakeModule,
     StartModule,
@@ -45,7 +45,7 @@ async def rooms(rooms_config: Config, clock: FakeClock) -> AsyncIterator[Rooms]:
 
 @pytest.fixture
 async def client(rooms: Rooms) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=rooms.url, timeout=10.0) as c:
+    async with httpx.AsyncClient(base_url=rooms.url, headers=AUTH, timeout=10.0) as c:
         yield c
 
 
@@ -66,4 +66,4 @@ async def modules(states: StateStore) -> AsyncIterator[StartModule]:
         yield start
 
 
-__all__ = ["ADMIN", "ADMIN_TOKEN", "FakeClock", "StartModule"]
+__all__ = ["API_TOKEN", "AUTH", "FakeClock", "StartModule"]

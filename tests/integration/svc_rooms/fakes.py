@@ -29,8 +29,8 @@ from svc_rooms.config import Config
 from tests.servers import EtcdServer, NatsServer, free_port
 
 __all__ = [
-    "ADMIN",
-    "ADMIN_TOKEN",
+    "API_TOKEN",
+    "AUTH",
     "FakeClock",
     "FakeModule",
     "Harness",
@@ -55,8 +55,8 @@ class FakeClock:
 
 StartModule = Callable[..., Awaitable["FakeModule"]]
 
-ADMIN_TOKEN = "test-admin-token"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+API_TOKEN = "test-api-token"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def rooms_env(etcd_server: EtcdServer, nats_server: NatsServer, keyspace: Keyspace) -> dict[str, str]:
@@ -70,7 +70,7 @@ def rooms_env(etcd_server: EtcdServer, nats_server: NatsServer, keyspace: Keyspa
         "ETCD_PREFIX_MIXERS": keyspace.mixers,
         "ETCD_PREFIX_SLOTS": f"{root}slots/",
         "HTTP_ADDR": f"127.0.0.1:{free_port()}",
-        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "API_TOKEN": API_TOKEN,
         "HLS_ADV_URL": "http://127.0.0.1:8080/hls/",
     }
 
@@ -176,7 +176,9 @@ async def rooms_harness(run_dir: Path, etcd_server: EtcdServer) -> AsyncIterator
             bus = await stack.enter_async_context(Bus.open([nats_server.url], name="test"))
             config = Config.from_env(rooms_env(etcd_server, nats_server, keyspace))
             rooms = await stack.enter_async_context(running(config, run_housekeeping=False))
-            client = await stack.enter_async_context(httpx.AsyncClient(base_url=rooms.url, timeout=10.0))
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=rooms.url, headers=AUTH, timeout=10.0)
+            )
             modules = await stack.enter_async_context(contextlib.AsyncExitStack())
             yield Harness(
                 rooms=rooms, client=client, bus=bus, states=StateStore(etcd, bus, keyspace), stack=modules

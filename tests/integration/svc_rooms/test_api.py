@@ -14,7 +14,7 @@ from common.records import LiveMeta, LiveStatus, Mark, MarkLabel
 from common.state import StateStore
 from svc_rooms.app import Rooms
 from tests.integration.eventcore import eventually
-from tests.integration.svc_rooms.fakes import ADMIN, StartModule
+from tests.integration.svc_rooms.fakes import API_TOKEN, AUTH, StartModule
 
 
 @pytest.fixture
@@ -183,7 +183,7 @@ async def test_stats(live: Rooms, client: httpx.AsyncClient) -> None:
 
 
 async def test_marks(live: Rooms, client: httpx.AsyncClient, states: StateStore, etcd: EtcdStore) -> None:
-    r = await client.put("/api/modules/mixers/mixer-1/mark", json={"label": "cordon"}, headers=ADMIN)
+    r = await client.put("/api/modules/mixers/mixer-1/mark", json={"label": "cordon"}, headers=AUTH)
     assert r.status_code == 200
     assert r.json() == {
         "success": True,
@@ -193,12 +193,12 @@ async def test_marks(live: Rooms, client: httpx.AsyncClient, states: StateStore,
     got = await states.get(StateKey("mixers", "mixer-1", "mark"))
     assert got is not None and got.record == Mark(label=MarkLabel.CORDON) and got.lease == 0
     r = await client.put(
-        "/api/modules/januses/janus-x_2/mark", json={"label": "draining", "ttl": 60}, headers=ADMIN
+        "/api/modules/januses/janus-x_2/mark", json={"label": "draining", "ttl": 60}, headers=AUTH
     )
     assert r.status_code == 200 and r.json()["module"]["ttl"] == 60
     got = await states.get(StateKey("januses", "janus-x_2", "mark"))
     assert got is not None and got.lease != 0
-    r = await client.delete("/api/modules/januses/janus-x_2/mark", headers=ADMIN)
+    r = await client.delete("/api/modules/januses/janus-x_2/mark", headers=AUTH)
     assert r.status_code == 200 and r.json() == {
         "success": True,
         "message": "Module mark deleted successfully",
@@ -225,38 +225,58 @@ async def test_marks(live: Rooms, client: httpx.AsyncClient, states: StateStore,
 async def test_mark_validation(
     live: Rooms, client: httpx.AsyncClient, path: str, body: Any, word: str
 ) -> None:
-    r = await client.put(path, json=body, headers=ADMIN)
+    r = await client.put(path, json=body, headers=AUTH)
     _error(r, 400)
     assert word in r.text
 
 
 @pytest.mark.parametrize(
-    ("method", "path"),
+    ("method", "path", "body", "status"),
     [
-        ("PUT", "/api/modules/mixers/mixer-1/mark"),
-        ("DELETE", "/api/modules/mixers/mixer-1/mark"),
-        ("GET", "/api/modules"),
+        ("POST", "/api/rooms", b'{"roomId": "guarded-1"}', 201),
+        ("DELETE", "/api/rooms/guarded-0", b"", 200),
+        ("PUT", "/api/modules/mixers/mixer-1/mark", b'{"label": "ready"}', 200),
+        ("DELETE", "/api/modules/mixers/mixer-1/mark", b"", 200),
+        ("GET", "/api/modules", b"", 200),
     ],
 )
-async def test_admin_guard(live: Rooms, client: httpx.AsyncClient, method: str, path: str) -> None:
-    body = b'{"label": "ready"}'
-    r = await client.request(method, path, content=body)
-    _error(r, 401)
-    r = await client.request(method, path, content=body, headers={"Authorization": "Basic abc"})
-    _error(r, 401)
-    r = await client.request(method, path, content=body, headers={"Authorization": "Bearer wrong"})
-    _error(r, 403, "wrong admin token")
-    r = await client.request(method, path, content=body, headers=ADMIN)
-    assert r.status_code == 200
+async def test_api_token_guards_every_write(
+    live: Rooms, client: httpx.AsyncClient, method: str, path: str, body: bytes, status: int
+) -> None:
+    assert (await client.post("/api/rooms", json={"roomId": "guarded-0"})).status_code == 201
+    before = (await client.get("/api/rooms")).json()
+    async with httpx.AsyncClient(base_url=str(client.base_url), timeout=10.0) as anonymous:
+        for headers, code, error in [
+            ({}, 401, "API token required (Authorization: Bearer <API token>)"),
+            ({"Authorization": "Basic abc"}, 401, None),
+            ({"Authorization": "Bearer"}, 401, None),
+            ({"Authorization": "Bearer wrong"}, 403, "wrong API token"),
+            ({"Authorization": f"Bearer {API_TOKEN}x"}, 403, "wrong API token"),
+        ]:
+            r = await anonymous.request(method, path, content=body, headers=headers)
+            _error(r, code, error)
+        # a refused write changed nothing
+        assert (await anonymous.get("/api/rooms")).json() == before
+        r = await anonymous.request(method, path, content=body, headers=AUTH)
+        assert r.status_code == status, r.text
+
+
+async def test_reads_need_no_token(live: Rooms, client: httpx.AsyncClient) -> None:
+    assert (await client.post("/api/rooms", json={"roomId": "open-read"})).status_code == 201
+    async with httpx.AsyncClient(base_url=str(client.base_url), timeout=10.0) as anonymous:
+        for path in ("/api/rooms", "/api/rooms/open-read", "/api/stats", "/health", "/schema/openapi.json"):
+            r = await anonymous.get(path)
+            assert r.status_code == 200, (path, r.text)
+        assert "pin" not in (await anonymous.get("/api/rooms/open-read")).json()["room"]
 
 
 async def test_modules_listing_and_drained(live: Rooms, client: httpx.AsyncClient) -> None:
     await client.post("/api/rooms", json={"roomId": "m-1"})
-    await client.put("/api/modules/januses/janus-1/mark", json={"label": "cordon"}, headers=ADMIN)
-    await client.put("/api/modules/januses/janus-9/mark", json={"label": "draining"}, headers=ADMIN)
+    await client.put("/api/modules/januses/janus-1/mark", json={"label": "cordon"}, headers=AUTH)
+    await client.put("/api/modules/januses/janus-9/mark", json={"label": "draining"}, headers=AUTH)
 
     async def listed() -> dict[str, dict[str, Any]]:
-        r = await client.get("/api/modules", headers=ADMIN)
+        r = await client.get("/api/modules", headers=AUTH)
         assert r.status_code == 200
         return {f"{m['type']}/{m['id']}": m for m in r.json()["modules"]}
 

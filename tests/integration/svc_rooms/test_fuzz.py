@@ -18,7 +18,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase
 
 from svc_rooms.app import Rooms
-from tests.integration.svc_rooms.fakes import ADMIN, StartModule
+from tests.integration.svc_rooms.fakes import AUTH, StartModule
 
 EXAMPLES_PER_OPERATION = 25
 FUZZ_TIMEOUT_S = 60.0
@@ -44,7 +44,7 @@ def _fuzz(schema_doc: dict[str, Any], base_url: str) -> list[str]:
             def run(case: schemathesis.Case) -> None:
                 nonlocal calls
                 calls += 1
-                response = case.call(base_url=base_url, headers=dict(ADMIN), timeout=10)
+                response = case.call(base_url=base_url, headers=dict(AUTH), timeout=10)
                 if response.status_code >= 500:
                     problems.append(
                         f"{case.method} {case.formatted_path} {case.body!r} -> {response.status_code}"

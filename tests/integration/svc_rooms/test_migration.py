@@ -17,7 +17,7 @@ from common.keys import Collection
 from common.records import LiveStatus, RoomMigrated, decode_payload
 from svc_rooms.app import Rooms
 from tests.integration.eventcore import eventually
-from tests.integration.svc_rooms.fakes import ADMIN, StartModule
+from tests.integration.svc_rooms.fakes import AUTH, StartModule
 
 MIGRATED = "rtc.events.rooms.*.migrated"
 
@@ -48,9 +48,9 @@ async def _seen(rooms: Rooms, collection: str, ids: set[str]) -> None:
 
 async def _mark(client: httpx.AsyncClient, module: str, label: str | None) -> None:
     if label is None:
-        r = await client.delete(f"/api/modules/{module}/mark", headers=ADMIN)
+        r = await client.delete(f"/api/modules/{module}/mark", headers=AUTH)
     else:
-        r = await client.put(f"/api/modules/{module}/mark", json={"label": label}, headers=ADMIN)
+        r = await client.put(f"/api/modules/{module}/mark", json={"label": label}, headers=AUTH)
     assert r.status_code == 200
 
 
@@ -130,7 +130,7 @@ async def test_draining_moves_rooms_then_shows_drained(
     await eventually(moved, 5, "rooms drained to mixer-b")
     await eventually(lambda: len(migrated) == 3, 5, "three migrated events")
     assert {e["reason"] for e in migrated} == {"draining"}
-    r = await client.get("/api/modules", headers=ADMIN)
+    r = await client.get("/api/modules", headers=AUTH)
     listed = {m["id"]: m for m in r.json()["modules"]}
     assert listed["mixer-a"]["label"] == "drained" and listed["mixer-a"]["load"]["assigned"] == 0
     assert listed["mixer-b"]["load"]["assigned"] == 3

@@ -12,7 +12,7 @@ from common.keys import Collection
 from common.records import LiveStatus, ModuleStatus
 from svc_rooms.app import Rooms
 from tests.integration.eventcore import eventually
-from tests.integration.svc_rooms.fakes import ADMIN, StartModule
+from tests.integration.svc_rooms.fakes import AUTH, StartModule
 
 
 async def _seen(rooms: Rooms, collection: str, ids: set[str]) -> None:
@@ -53,8 +53,8 @@ async def test_labels_other_than_ready_exclude(
     await modules("mixers", "mixer-b", capacity=10)
     await _seen(rooms, "mixers", {"mixer-a", "mixer-b"})
     await _seen(rooms, "januses", {"janus-1"})
-    await client.put("/api/modules/mixers/mixer-a/mark", json={"label": "ready"}, headers=ADMIN)
-    await client.put("/api/modules/mixers/mixer-b/mark", json={"label": label}, headers=ADMIN)
+    await client.put("/api/modules/mixers/mixer-a/mark", json={"label": "ready"}, headers=AUTH)
+    await client.put("/api/modules/mixers/mixer-b/mark", json={"label": label}, headers=AUTH)
     await eventually(
         lambda: [m.id for m in rooms.service.resources.candidates(Collection.MIXERS)] == ["mixer-a"],
         5,
@@ -110,7 +110,7 @@ async def test_concurrent_creates_never_overfill(
     await _seen(rooms, "mixers", {"mixer-1", "mixer-2"})
     await _seen(rooms, "januses", {"janus-1", "janus-2"})
     async with httpx.AsyncClient(
-        base_url=rooms.url, timeout=30.0, limits=httpx.Limits(max_connections=50)
+        base_url=rooms.url, headers=AUTH, timeout=30.0, limits=httpx.Limits(max_connections=50)
     ) as c:
         responses = await asyncio.gather(*(c.post("/api/rooms", content=b"{}") for _ in range(50)))
     codes = Counter(r.status_code for r in responses)
