@@ -135,7 +135,11 @@ class Bus:
         holder: list[Bus] = []
 
         async def on_disconnected() -> None:
-            logger.warning("NATS connection %s: connected -> disconnected", name)
+            # our own aclose() disconnects too: that is no warning
+            if holder and holder[0]._is_closed:
+                logger.info("NATS connection %s: connected -> disconnected (closing)", name)
+            else:
+                logger.warning("NATS connection %s: connected -> disconnected", name)
 
         async def on_reconnected() -> None:
             logger.info("NATS connection %s: disconnected -> reconnected", name)

@@ -134,6 +134,71 @@ class Settings:
         return string.Template(text).substitute({**self.values, **(extra or {})})
 
 
+# ---------------------------------------------------------------- secrets
+
+# Every secret of the stack: env name -> how many random bytes (token_urlsafe). Generated once per
+# run dir into RUN_DIR/secrets.env (mode 0600) and reused by every later `up`; templates see them
+# lower-cased ($api_token, $hls_key_secret, ...). The services refuse known default secrets, so
+# these are what lets them start.
+SECRETS: dict[str, int] = {
+    "API_TOKEN": 32,  # svc_rooms: every write (create/stop rooms, marks)
+    "JWT_SECRET": 32,  # svc_users and svc_gateway: user and viewer JWTs (HS256)
+    "HLS_KEY_SECRET": 32,  # svc_mixer and svc_users: the rooms' AES-128 keys are derived from it
+    "JANUS_ADMIN_SECRET": 24,  # Janus Admin API
+    "JANUS_ADMIN_KEY": 24,  # AudioBridge admin_key (svc_janus's ADMIN_SECRET)
+    "JANUS_TOKEN_KEY": 24,  # svc_gateway: the resume-token key; 24 bytes -> exactly 32 characters
+}
+
+
+def secrets_path(settings: Settings) -> Path:
+    return settings.run_dir / "secrets.env"
+
+
+def api_token_path(settings: Settings) -> Path:
+    return settings.run_dir / "api-token"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (created so, never world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            values[name.strip()] = value.strip()
+    return values
+
+
+def ensure_secrets(settings: Settings, env: Mapping[str, str] | None = None) -> Settings:
+    """Load the run dir's secrets, generating the missing ones; the settings with them added.
+
+    A secret missing from the file takes its environment variable when one is set, else a fresh
+    random value. Once in the file, the file wins: a different value in the environment is
+    reported and ignored, so every later command of this stack agrees on one set.
+    """
+    env = os.environ if env is None else env
+    path = secrets_path(settings)
+    stored = _read_env_file(path) if path.exists() else {}
+    missing = [name for name in SECRETS if not stored.get(name)]
+    for name in SECRETS:
+        if name in stored and env.get(name) and env[name] != stored[name]:
+            say(f"{name} from the environment is ignored: {path} holds it (edit that file to change it)")
+    if missing:
+        for name in missing:
+            stored[name] = env.get(name) or secrets.token_urlsafe(SECRETS[name])
+        header = "# audio-rtc stack secrets: generated once by `just up`, reused by every later one.\n"
+        _write_private(path, header + "".join(f"{n}={stored[n]}\n" for n in SECRETS))
+        say(f"generated {', '.join(missing)} into {path} (mode 0600)")
+    _write_private(api_token_path(settings), stored["API_TOKEN"] + "\n")
+    return Settings({**settings.values, **{n.lower(): stored[n] for n in SECRETS}})
+
+
 # ---------------------------------------------------------------- components
 
 
@@ -225,7 +290,7 @@ class Component:
     startretries: int = 5
     apt_hint: str = ""
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment (templates)
-    order: int = 0  # start order among components (supervisor priority)
+    order: int = 0  # start order among components (supervisor priority); stopped in reverse
 
     def find_binary(self) -> str:
         cand = VENV / "bin" / self.binary
@@ -502,13 +567,22 @@ def process_infos(settings: Settings) -> dict[str, dict[str, Any]]:
 # ---------------------------------------------------------------- render
 
 
+def make_run_dir(settings: Settings) -> None:
+    """The run dir, private to this user: it holds the secrets and configs that carry them."""
+    run = settings.run_dir
+    if not run.exists():
+        run.mkdir(parents=True, mode=0o700)
+    os.chmod(run, 0o700)
+
+
 def render_configs(settings: Settings, components: list[Component]) -> Path:
     run = settings.run_dir
-    for d in (run, settings.logs, *(run / d for c in components for d in c.dirs)):
+    make_run_dir(settings)
+    for d in (settings.logs, *(run / d for c in components for d in c.dirs)):
         d.mkdir(parents=True, exist_ok=True)
     for c in components:
         for name in c.configs:
-            (run / name).write_text(settings.render((INFRA / name).read_text()))
+            _write_private(run / name, settings.render((INFRA / name).read_text()))
     port = settings.values["supervisor_port"]
     if port:
         secret = _secret_path(settings)
@@ -539,7 +613,7 @@ def render_configs(settings: Settings, components: list[Component]) -> Path:
             },
         )
     conf = run / "supervisord.conf"
-    conf.write_text(text)
+    _write_private(conf, text)  # the programs' environment carries the secrets
     return conf
 
 
@@ -551,18 +625,103 @@ def _sv_quote(arg: str) -> str:
 # ---------------------------------------------------------------- pids
 
 
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """Who a pid was: a pid alone may be reused by an unrelated process (after exit or a reboot).
+
+    ``start_ticks`` is the start time since boot (/proc/PID/stat field 22) and ``boot_id`` names
+    the boot, so the pair is unique on this machine for all time; ``cmdline`` is checked too.
+    """
+
+    pid: int
+    start_ticks: int
+    boot_id: str
+    cmdline: str
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessIdentity | None:
+        """The identity of the running process ``pid``; None when there is none (or a zombie)."""
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            return None
+        # the command name (field 2) may hold spaces and parentheses: split after its last ")"
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            return None
+        text = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+        return cls(pid=pid, start_ticks=int(fields[19]), boot_id=boot_id, cmdline=text)
+
+    def is_running(self) -> bool:
+        """True while this very process (same pid, start time, boot and command line) runs."""
+        return ProcessIdentity.of(self.pid) == self
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "start_ticks": self.start_ticks,
+            "boot_id": self.boot_id,
+            "cmdline": self.cmdline,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ProcessIdentity | None:
+        """None for entries this version cannot verify (a bare pid from an older pids.json)."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(
+                pid=int(data["pid"]),
+                start_ticks=int(data["start_ticks"]),
+                boot_id=str(data["boot_id"]),
+                cmdline=str(data["cmdline"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
 def _pids_file(settings: Settings) -> Path:
     return settings.run_dir / "pids.json"
 
 
-def _record_pids(settings: Settings) -> None:
-    """Remember pids (and binaries) so `down` can clean up even if supervisord itself died."""
+def _current_identities(settings: Settings) -> dict[str, ProcessIdentity]:
+    """supervisord and its programs as they run now (pids supervisord itself reports)."""
     sv = supervisord_pid(settings)
     if sv is None:
-        return
+        return {}
     pids = {"supervisord": sv}
     pids.update({n: int(p["pid"]) for n, p in process_infos(settings).items() if p["pid"]})
-    _pids_file(settings).write_text(json.dumps(pids, indent=1) + "\n")
+    found = {n: ProcessIdentity.of(p) for n, p in pids.items()}
+    return {n: ident for n, ident in found.items() if ident is not None}
+
+
+def _record_pids(settings: Settings) -> None:
+    """Remember who runs, so `down` can clean up even if supervisord itself died."""
+    current = _current_identities(settings)
+    if current:
+        text = json.dumps({n: i.to_json() for n, i in current.items()}, indent=1) + "\n"
+        _pids_file(settings).write_text(text)
+
+
+def _recorded_identities(settings: Settings) -> dict[str, ProcessIdentity]:
+    path = _pids_file(settings)
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        say(f"{path} is unreadable: ignoring it")
+        return {}
+    found: dict[str, ProcessIdentity] = {}
+    for name, entry in data.items() if isinstance(data, dict) else ():
+        ident = ProcessIdentity.from_json(entry)
+        if ident is None:
+            say(f"{path}: {name} has no start time recorded (older format): not touching pid {entry}")
+        else:
+            found[name] = ident
+    return found
 
 
 def pid_alive(pid: int) -> bool:
@@ -578,15 +737,6 @@ def pid_alive(pid: int) -> bool:
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
-
-
-def _pid_runs(pid: int, names: Iterable[str]) -> bool:
-    """True when ``pid`` is alive and its command line mentions one of ``names`` (guards pid reuse)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return pid_alive(pid) and any(n in cmdline for n in names)
 
 
 # ---------------------------------------------------------------- status table
@@ -690,6 +840,8 @@ def cmd_up(settings: Settings, components: list[Component]) -> int:
         )
         running.add("supervisord")
     _preflight_ports(settings, components, running)
+    make_run_dir(settings)
+    settings = ensure_secrets(settings)
     say(f"rendering configs from infra/ into {settings.run_dir}")
     conf = render_configs(settings, components)
     if not sv:
@@ -718,8 +870,21 @@ def cmd_up(settings: Settings, components: list[Component]) -> int:
     print_table(settings, components)
     if not ok:
         return 1
+    _print_first_steps(settings)
     say(f"stack healthy in {time.monotonic() - started_at:.1f} s (stop it with `just down`)")
     return 0
+
+
+def _print_first_steps(settings: Settings) -> None:
+    token = api_token_path(settings)
+    rooms = f"http://127.0.0.1:{settings.values.get('svc_rooms_port', '3000')}"
+    print(f"Secrets: {secrets_path(settings)} (mode 0600, generated once, reused by every `just up`)")
+    print(f"API token (every write needs it): {token}")
+    print("A first room:")
+    print(
+        f'  curl -s -X POST {rooms}/api/rooms -H "Authorization: Bearer $(cat {token})" '
+        "-H 'content-type: application/json' -d '{\"roomId\": \"my-room\"}'"
+    )
 
 
 def _wait_healthy(settings: Settings, components: list[Component], timeout_s: float) -> bool:
@@ -743,52 +908,100 @@ def _wait_healthy(settings: Settings, components: list[Component], timeout_s: fl
     return not pending
 
 
-def _kill_pids(pids: dict[str, int], names: dict[str, list[str]]) -> list[str]:
-    """TERM, then KILL, every leftover pid that still runs what we started; returns what was killed."""
-    leftovers = {n: p for n, p in pids.items() if _pid_runs(p, names.get(n, [n]))}
-    for n, p in leftovers.items():
-        say(f"{n} (pid {p}) still runs: SIGTERM")
-        os.kill(p, signal.SIGTERM)
+def _kill_leftovers(identities: Mapping[str, ProcessIdentity]) -> list[str]:
+    """TERM, then KILL, each recorded process that is still that very process; what was killed.
+
+    A pid that now belongs to another process (reused after an exit or a reboot) is left alone,
+    and one that is gone is simply gone.
+    """
+    leftovers = {n: i for n, i in identities.items() if i.is_running()}
+    for n, i in identities.items():
+        if n not in leftovers and pid_alive(i.pid):
+            say(f"{n}: pid {i.pid} now belongs to another process ({_describe(i.pid)}): left alone")
+    for n, i in leftovers.items():
+        say(f"{n} (pid {i.pid}) still runs: SIGTERM")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(i.pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(pid_alive(p) for p in leftovers.values()):
+    while time.monotonic() < deadline and any(i.is_running() for i in leftovers.values()):
         time.sleep(0.1)
-    for n, p in leftovers.items():
-        if pid_alive(p):
-            say(f"{n} (pid {p}) ignored SIGTERM: SIGKILL")
-            os.kill(p, signal.SIGKILL)
+    for n, i in leftovers.items():
+        if i.is_running():
+            say(f"{n} (pid {i.pid}) ignored SIGTERM: SIGKILL")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(i.pid, signal.SIGKILL)
     return list(leftovers)
 
 
+def _describe(pid: int) -> str:
+    ident = ProcessIdentity.of(pid)
+    return ident.cmdline[:80] if ident else "gone"
+
+
+def stop_tiers(components: Iterable[Component]) -> list[list[str]]:
+    """Stop order: the reverse of the start order, components of equal order together.
+
+    The orders put svc_rooms last (it reacts to the modules' heartbeats, so it must not see them
+    go at shutdown), the modules before it and NATS, etcd and Redis first: stopping in reverse,
+    every service finishes its shutdown work while the servers it depends on still answer.
+    supervisord's own shutdown (SIGTERM) follows the same priorities.
+    """
+    components = list(components)
+    return [
+        [c.name for c in components if c.order == o]
+        for o in sorted({c.order for c in components}, reverse=True)
+    ]
+
+
+def _stop_in_order(settings: Settings) -> None:
+    infos = process_infos(settings)
+    for tier in stop_tiers(COMPONENTS):
+        names = [n for n in tier if infos.get(n, {}).get("statename") in ("RUNNING", "STARTING", "BACKOFF")]
+        if not names:
+            continue
+        say(f"stopping {', '.join(names)}")
+        for name in names:
+            with contextlib.suppress(xmlrpc.client.Fault):  # it stopped by itself meanwhile
+                rpc(settings, "stopProcess", name, False)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            infos = process_infos(settings)
+            if all(
+                infos.get(n, {}).get("statename") not in ("RUNNING", "STARTING", "STOPPING") for n in names
+            ):
+                break
+            time.sleep(0.1)
+        for name in names:
+            print(f"    {name}: {str(infos.get(name, {}).get('statename', 'gone')).lower()}")
+
+
 def cmd_down(settings: Settings, purge: bool) -> int:
-    pids: dict[str, int] = {}
-    if _pids_file(settings).exists():
-        pids.update(json.loads(_pids_file(settings).read_text()))
+    identities = _recorded_identities(settings)
     sv = supervisord_pid(settings)
     if sv:
-        pids["supervisord"] = sv
-        pids.update({n: int(i["pid"]) for n, i in process_infos(settings).items() if i["pid"]})
-        say(f"stopping all programs through supervisord (pid {sv})")
+        identities.update(_current_identities(settings))
+        say(f"stopping the services, then the servers, through supervisord (pid {sv})")
         try:
-            for r in rpc(settings, "stopAllProcesses", True):
-                print(f"    {r['name']}: {r['description']}")
+            _stop_in_order(settings)
         except (OSError, xmlrpc.client.Error, http.client.HTTPException) as exc:
-            say(f"stopAllProcesses failed ({exc}); continuing with shutdown")
+            say(f"stopping through supervisord failed ({exc}); continuing with its shutdown")
         say("shutting down supervisord")
         # it may close the socket before answering
         with contextlib.suppress(OSError, xmlrpc.client.Error, http.client.HTTPException):
             rpc(settings, "shutdown")
+        supervisord = identities.get("supervisord")
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and pid_alive(sv):
+        while time.monotonic() < deadline and supervisord is not None and supervisord.is_running():
             time.sleep(0.1)
     else:
         say(f"supervisord is not running for {settings.run_dir}")
-    names = {c.name: [c.binary] for c in COMPONENTS} | {"supervisord": ["supervisord"]}
-    _kill_pids(pids, names)
-    alive = {n: p for n, p in pids.items() if pid_alive(p) and _pid_runs(p, names.get(n, [n]))}
+    _kill_leftovers(identities)
+    alive = {n: i.pid for n, i in identities.items() if i.is_running()}
     if alive:
         raise StackError(f"processes still alive after down: {alive}")
-    if pids:
-        say("verified by pid: nothing left (" + ", ".join(f"{n} {p}" for n, p in sorted(pids.items())) + ")")
+    if identities:
+        listed = ", ".join(f"{n} {i.pid}" for n, i in sorted(identities.items()))
+        say(f"verified by pid, start time and command line: nothing left ({listed})")
     _pids_file(settings).unlink(missing_ok=True)
     socket_path(settings).unlink(missing_ok=True)
     if purge:

@@ -180,6 +180,9 @@ class FfmpegProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            # its own process group: a signal meant for svc_mixer's group (supervisord's stop)
+            # must not kill FFmpeg behind the mixer's back; the mixer stops it itself
+            start_new_session=True,
         )
         self.started_at = time.monotonic()
         self._reader = asyncio.create_task(self._read_stderr(), name=f"ffmpeg-stderr-{self.name}")

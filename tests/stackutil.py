@@ -20,7 +20,7 @@ import pytest
 
 from tests.servers import free_port
 
-__all__ = ["COMPONENTS", "STACK", "Stack", "stack"]
+__all__ = ["COMPONENTS", "STACK", "Stack", "shutdown_problems", "stack", "stop_sequence"]
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "infra" / "stack.py"
@@ -102,3 +102,33 @@ class Stack:
         for pid in self.seen_pids:
             if stack.pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+PROBLEM_LEVELS = ("WARNING", "ERROR", "CRITICAL")
+
+
+def shutdown_problems(run_dir: Path) -> dict[str, list[str]]:
+    """Per service log: the warning, error and traceback lines written after its SIGTERM arrived.
+
+    A clean stop (services before the servers they use) writes none: no failed heartbeat revoke,
+    no NATS drain cut short, no connection reset.
+    """
+    found: dict[str, list[str]] = {}
+    for log in sorted((run_dir / "logs").glob("svc_*.log")):
+        text = log.read_text(errors="replace")
+        assert "SIGTERM received" in text, f"{log.name}: the service never saw its SIGTERM"
+        after = text.rsplit("SIGTERM received", 1)[1].splitlines()[1:]
+        bad = [
+            line
+            for line in after
+            if "Traceback" in line or (len(line.split()) > 1 and line.split()[1] in PROBLEM_LEVELS)
+        ]
+        if bad:
+            found[log.stem] = bad
+    return found
+
+
+def stop_sequence(run_dir: Path) -> list[str]:
+    """Program names in the order supervisord logged them stopped."""
+    lines = (run_dir / "logs" / "supervisord.log").read_text().splitlines()
+    return [line.split("stopped: ", 1)[1].split()[0] for line in lines if "stopped: " in line]

@@ -25,7 +25,7 @@ from svc_janus.janus_ws import JanusClient
 from tests.integration.eventcore import eventually
 from tests.integration.svc_janus.janus_helpers import RtpSpeaker
 from tests.servers_nginx import decode_pcm, tone_stats
-from tests.stackutil import Stack, stack
+from tests.stackutil import Stack, shutdown_problems, stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.janus, pytest.mark.ffmpeg]
 
@@ -61,14 +61,20 @@ def test_room_from_rest_api_to_decrypted_hls(new_stack: Any, tmp_path: Path) -> 
     pids = s.pids()
     s.down()
     assert all(not stack.pid_alive(p) for p in pids.values()), "a process outlived `down`"
+    # services stopped before the servers they use: no revoke failures, cut drains or resets
+    assert shutdown_problems(s.run_dir) == {}
 
 
 async def _flow(s: Stack, tmp_path: Path) -> None:
     rooms = f"http://127.0.0.1:{s.port('SVC_ROOMS_PORT')}"
     origin = f"http://127.0.0.1:{s.port('NGINX_PORT')}"
     room, pin = "e2e-tone-room", "tone42"
+    # `up` generated the API token into the run dir, where scripts read it
+    api_auth = {"Authorization": f"Bearer {(s.run_dir / 'api-token').read_text().strip()}"}
     async with httpx.AsyncClient(timeout=10) as http:
-        created = await http.post(f"{rooms}/api/rooms", json={"roomId": room, "pin": pin})
+        refused = await http.post(f"{rooms}/api/rooms", json={"roomId": room, "pin": pin})
+        assert refused.status_code == 401, refused.text
+        created = await http.post(f"{rooms}/api/rooms", json={"roomId": room, "pin": pin}, headers=api_auth)
         assert created.status_code == 201, created.text
         assert created.json()["room"]["hlsUrl"] == f"{origin}/hls/{room}/stream.m3u8"
         await eventually(lambda: _room_on_air(http, rooms, room), 15, "room forwarding to a ready mixer")
@@ -125,7 +131,7 @@ async def _flow(s: Stack, tmp_path: Path) -> None:
         assert abs(frequency - FREQUENCY) / FREQUENCY < 0.02, frequency
         assert level_dbfs > -40, level_dbfs
 
-        deleted = await http.delete(f"{rooms}/api/rooms/{room}")
+        deleted = await http.delete(f"{rooms}/api/rooms/{room}", headers=api_auth)
         assert deleted.status_code == 200, deleted.text
 
         async def ended() -> bool:

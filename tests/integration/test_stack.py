@@ -7,18 +7,22 @@ running `just up` stack (or with each other). Each test stops what it started in
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from typing import Any
 
 import aetcd
+import httpx
 import nats
 import pytest
 import redis.asyncio as aredis
 
-from tests.stackutil import COMPONENTS, Stack, stack
+from tests.stackutil import COMPONENTS, Stack, shutdown_problems, stack, stop_sequence
 
 CLIENT_TIMEOUT_S = 10.0
 
@@ -77,10 +81,31 @@ def test_up_is_healthy_idempotent_restarts_crashes_and_down_leaves_nothing(new_s
     first = s.pids()
     assert set(first) == {*COMPONENTS, "supervisord"}
 
-    # a second up starts nothing new
+    # secrets: generated once, private, and what the services run with
+    secrets_env = s.run_dir / "secrets.env"
+    assert secrets_env.stat().st_mode & 0o777 == 0o600
+    assert (s.run_dir / "api-token").stat().st_mode & 0o777 == 0o600
+    assert (s.run_dir / "supervisord.conf").stat().st_mode & 0o777 == 0o600
+    assert s.run_dir.stat().st_mode & 0o777 == 0o700
+    generated = secrets_env.read_text()
+    assert set(stack.SECRETS) <= {line.split("=")[0] for line in generated.splitlines()}
+    token = (s.run_dir / "api-token").read_text().strip()
+    assert f"API_TOKEN={token}\n" in generated and len(token) >= 40
+    assert f"{s.run_dir / 'api-token'}" in out and "curl -s -X POST" in out
+    rooms = f"http://127.0.0.1:{s.port('SVC_ROOMS_PORT')}"
+    assert httpx.put(f"{rooms}/api/modules/mixers/mixer1/mark", json={"label": "ready"}).status_code == 401
+    ok = httpx.put(
+        f"{rooms}/api/modules/mixers/mixer1/mark",
+        json={"label": "ready"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert ok.status_code == 200, ok.text
+
+    # a second up starts nothing new and keeps the secrets
     again = s.up().stdout
     assert "supervisord already runs" in again
     assert s.pids() == first
+    assert secrets_env.read_text() == generated
 
     # a crash: supervisord restarts etcd, the others keep running untouched
     os.kill(first["etcd"], signal.SIGKILL)
@@ -103,6 +128,8 @@ def test_up_is_healthy_idempotent_restarts_crashes_and_down_leaves_nothing(new_s
     s.down()
     for name, pid in {**first, "etcd": new_etcd}.items():
         assert not stack.pid_alive(pid), f"{name} (pid {pid}) still alive after down"
+    assert shutdown_problems(s.run_dir) == {}
+    _assert_stopped_in_tiers(stop_sequence(s.run_dir))
     assert stack.supervisord_pid(s.settings) is None
     down_status = s.run("status").stdout
     assert all(row[1] == "stopped" for row in _table_rows(down_status).values()), down_status
@@ -110,6 +137,26 @@ def test_up_is_healthy_idempotent_restarts_crashes_and_down_leaves_nothing(new_s
 
     s.run("purge")
     assert not s.run_dir.exists()
+
+
+def _assert_stopped_in_tiers(sequence: list[str]) -> None:
+    """Every program stopped, each tier (reverse start order) before the next one."""
+    tiers = stack.stop_tiers(stack.COMPONENTS)
+    assert sorted(sequence) == sorted(COMPONENTS), sequence
+    position = {name: i for i, name in enumerate(sequence)}
+    for earlier, later in itertools.pairwise(tiers):
+        assert max(position[n] for n in earlier) < min(position[n] for n in later), (tiers, sequence)
+
+
+@pytest.mark.slow
+def test_sigterm_to_supervisord_stops_services_before_servers(new_stack: Any) -> None:
+    s: Stack = new_stack()
+    s.up()
+    pids = s.pids()
+    os.kill(pids["supervisord"], signal.SIGTERM)
+    _wait_for(lambda: not any(stack.pid_alive(p) for p in pids.values()), 60, "every process gone")
+    assert shutdown_problems(s.run_dir) == {}
+    _assert_stopped_in_tiers(stop_sequence(s.run_dir))
 
 
 @pytest.mark.slow
@@ -153,3 +200,42 @@ def test_status_and_down_work_when_nothing_ever_ran(new_stack: Any) -> None:
     status = s.run("status")
     assert {row[1] for row in _table_rows(status.stdout).values()} == {"stopped"}
     assert "not running" in s.run("down").stdout
+
+
+def _sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sleep", "60"], start_new_session=True)
+
+
+def test_down_only_stops_the_processes_it_started(new_stack: Any) -> None:
+    """pids.json names four pids; only the one that is still the recorded process is stopped."""
+    s: Stack = new_stack()
+    s.run_dir.mkdir(parents=True)
+    ours, reused, old_format = _sleeper(), _sleeper(), _sleeper()
+    gone = _sleeper()
+    try:
+        identity = stack.ProcessIdentity.of(ours.pid)
+        assert identity is not None and "sleep 60" in identity.cmdline
+        impostor = stack.ProcessIdentity.of(reused.pid)
+        assert impostor is not None
+        gone_identity = stack.ProcessIdentity.of(gone.pid)
+        assert gone_identity is not None
+        gone.kill()
+        gone.wait()
+        recorded = {
+            "redis": identity.to_json(),
+            # the pid of a process that started after the recorded one: a reused pid
+            "etcd": {**impostor.to_json(), "start_ticks": impostor.start_ticks - 1},
+            "nats": old_format.pid,  # a bare pid cannot be verified: never touched
+            "janus": gone_identity.to_json(),  # vanished: not an error
+        }
+        (s.run_dir / "pids.json").write_text(json.dumps(recorded))
+        out = s.run("down").stdout
+        assert ours.wait(timeout=15) == -signal.SIGTERM
+        assert reused.poll() is None and old_format.poll() is None, out
+        assert f"etcd: pid {reused.pid} now belongs to another process" in out
+        assert f"nats has no start time recorded (older format): not touching pid {old_format.pid}" in out
+        assert not (s.run_dir / "pids.json").exists()
+    finally:
+        for proc in (ours, reused, old_format):
+            proc.kill()
+            proc.wait()
