@@ -1,6 +1,6 @@
 """Typed settings: attrs classes loaded from defaults, then an optional config file, then env.
 
-Rules (reference.md s11, the old system's Viper binding):
+Rules (as in the reference system's Viper binding):
 
 - Every setting has a key path. A root field ``mixer_id`` has the key ``mixer_id``; a field of a
   nested section (an attrs class such as :class:`EtcdSettings` under ``etcd``) has

@@ -1,4 +1,4 @@
-"""The etcd adapter: the only module that imports aetcd (infra-notes.md: etcd3-py is unusable).
+"""The etcd adapter: the only module that imports aetcd (docs/decisions.md: etcd3-py is unusable).
 
 ``EtcdStore`` offers a few async methods (get, prefix reads with their revision, put, delete,
 compare-and-swap transactions, watches from a revision, leases) and returns our own frozen

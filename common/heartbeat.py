@@ -1,6 +1,6 @@
 """The heartbeat keeper: a module's key on an etcd lease, so the key dies with the module.
 
-Mechanics as in the old system (reference.md s1.2): grant a lease of the TTL, put the value
+Mechanics as in the reference system: grant a lease of the TTL, put the value
 with it, keep the lease alive at TTL/3; when the lease is lost (etcd says it is gone, or etcd
 was unreachable for longer than the TTL) grant a new one and put again, with exponential
 backoff (100 ms, x1.5, cap 10 s, +-50 % jitter) until it works; on stop revoke the lease under

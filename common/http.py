@@ -1,4 +1,4 @@
-"""The HTTP edge of the error hierarchy, shared by every litestar service (style.md s3).
+"""The HTTP edge of the error hierarchy, shared by every litestar service (docs/conventions.md, Errors).
 
 One handler maps ``AppError`` (found by MRO) to its status with the body
 ``{"success": false, "error": <detail>, "details": [{"field", "message"}...]}``; litestar's own

@@ -1,8 +1,8 @@
 """etcd keys and NATS subjects: the one place they are built and parsed.
 
-etcd keys are ``{prefix}{id}/{kind}`` (architecture.md s2), with one prefix per collection
+etcd keys are ``{prefix}{id}/{kind}`` (docs/architecture.md, State), with one prefix per collection
 (configurable, default ``/rooms/``, ``/januses/``, ``/mixers/``). Every change to such a key is
-published on ``rtc.state.<collection>.<id>.<kind>`` (architecture.md s3); domain events go on
+published on ``rtc.state.<collection>.<id>.<kind>`` (docs/architecture.md, Events); domain events go on
 ``rtc.events.<area>.<roomId>.<name>`` and messages no consumer could handle on
 ``rtc.dlq.<service>``. Services never format keys or subjects themselves.
 

@@ -1,4 +1,4 @@
-"""Graceful shutdown shared by every service (style.md s4).
+"""Graceful shutdown shared by every service (docs/conventions.md, Lifecycle).
 
 A service's ``main(config, stop)`` opens its resources on one ``AsyncExitStack`` and waits for
 ``stop``. SIGTERM/SIGINT set ``stop``; main then leaves its stack, which exits the context managers

@@ -1,6 +1,6 @@
 """Logging on the stdlib ``logging`` module: module loggers, per-module levels, structured lines.
 
-Module loggers (reference.md s11): ``get_logger("ResourceMgr").module("JanusWorker")`` is a thin
+Module loggers (as in the reference system): ``get_logger("ResourceMgr").module("JanusWorker")`` is a thin
 wrapper over the stdlib logger ``"ResourceMgr.JanusWorker"``; ``logging.getLogger(__name__)``
 loggers (``"svc_rooms.api"``) are handled the same way.
 

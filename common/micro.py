@@ -3,7 +3,7 @@
 Operators then see every running service with ``nats micro ls`` / ``nats micro info svc_rooms``
 and can ask ``nats req svc_rooms.status ''`` without the project shipping a CLI. Endpoint
 handlers return JSON-able objects; an ``AppError`` becomes a micro error reply whose code is
-its HTTP status (style.md s3), anything else is logged as a bug and answered with code 500.
+its HTTP status (docs/conventions.md, Errors), anything else is logged as a bug and answered with code 500.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reconcile runtime: level-triggered reconciliation driven by state events (architecture s4).
+"""Reconcile runtime: level-triggered reconciliation on state events (docs/architecture.md, Reconciliation).
 
 Events say *when* to look; the cache (a copy of etcd) says *what* to do. A service declares the
 collections and kinds it cares about and a ``reconcile(target, view)`` coroutine; the runtime

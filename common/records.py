@@ -1,6 +1,6 @@
 """Our wire records: etcd values, state events and domain events, with one strict converter.
 
-One frozen attrs class per etcd value kind (architecture.md s2, reference.md s1):
+One frozen attrs class per etcd value kind (docs/architecture.md, State; names as in the reference system):
 
     /rooms/{roomId}/meta        RoomMeta      pin, maxAnchors, hlsPath, createdAt
     /rooms/{roomId}/livemeta    LiveMeta      status, janusId, mixerId, nonce, generation,
@@ -13,7 +13,7 @@ One frozen attrs class per etcd value kind (architecture.md s2, reference.md s1)
 plus the NATS payloads ``StateEvent`` (rtc.state.*), ``RoomMigrated`` and ``JanusRestarted``
 (rtc.events.rooms.*) and ``DeadLetter`` (rtc.dlq.*).
 
-Deviations from reference.md s1, on purpose:
+Deviations from the reference system's etcd values, on purpose:
 - livemeta carries ``generation`` (incremented when a room migrates to another Janus/mixer);
   the janus and mixer records carry the generation they were built for, so a record left by
   the previous owner is recognisable.
@@ -28,7 +28,7 @@ Wire format: camelCase JSON (one rename rule, :func:`wire_name`), times as RFC33
 (``2025-12-05T12:03:12.387123Z``; offsets and up to nanosecond fractions are accepted and
 normalised to UTC microseconds), enums by value, ``None`` fields with a ``None`` default omitted.
 
-Decoding is strict (style.md s8): unknown keys, a wrong JSON type (``1`` for a string,
+Decoding is strict (docs/conventions.md, Records): unknown keys, a wrong JSON type (``1`` for a string,
 ``"1"`` or ``true`` for an int), a bad enum value or an invalid id raise ``RecordDecodeError``
 (an ``InvalidInput``) naming the key and the field path; consumers log and skip it. Data we do
 not own (Janus replies) is not decoded here.

@@ -1,9 +1,9 @@
-"""Keyed scheduler: the one place retries live (architecture.md s4).
+"""Keyed scheduler: the one place retries live (docs/architecture.md, Reconciliation).
 
 ``KeyedScheduler`` runs ``handler(key)`` for keys that are due, with these rules:
 
 - one pending entry per key; the earliest due time wins, a later time for a pending key is
-  ignored (reference.md s3 dedup rule);
+  ignored (the reference system's dedup rule);
 - a min-heap of ``(due, seq, key)`` entries with lazy deletion: a replaced or cancelled entry
   stays in the heap until it surfaces or the heap is compacted, which happens once stale
   entries outnumber live ones, so memory stays bounded by the number of pending keys;

@@ -1,6 +1,7 @@
 """Wiring every service repeats: clients from settings, the module heartbeat, an HTTP server.
 
-Only ``svc_*/app.py`` modules use this (style.md s1: app.py is wiring); domain code never does.
+Only ``svc_*/app.py`` modules use this (docs/conventions.md, Package layout: app.py is wiring);
+domain code never does.
 """
 
 from __future__ import annotations

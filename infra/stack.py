@@ -333,7 +333,7 @@ BASE_COMPONENTS: tuple[Component, ...] = (
             "--listen-peer-urls=http://127.0.0.1:$etcd_peer_port",
             "--initial-advertise-peer-urls=http://127.0.0.1:$etcd_peer_port",
             "--initial-cluster=audio-rtc=http://127.0.0.1:$etcd_peer_port",
-            # etcd 3.4 keeps all history unless told otherwise (infra-notes.md)
+            # etcd 3.4 keeps all history unless told otherwise (docs/decisions.md)
             "--auto-compaction-mode=periodic",
             "--auto-compaction-retention=1h",
             "--logger=zap",

@@ -1,4 +1,4 @@
-"""svc_gateway settings: every env name and default of the WebSocket gateway (reference.md s11).
+"""svc_gateway settings: every env name and default of the WebSocket gateway (the reference system's names).
 
 Kept from the reference: ``WS_HTTP_ADDR`` (127.0.0.1:8081), ``REDIS_USER_SVC_PREFIX`` (rtcus,
 prefix of the per-user connection lock), ``JWT_SECRET``, ``JANUS_TOKEN_KEY`` (exactly 32 bytes),
@@ -6,12 +6,12 @@ prefix of the per-user connection lock), ``JWT_SECRET``, ``JANUS_TOKEN_KEY`` (ex
 ``ETCD_PREFIX_ROOM_STORE`` / ``ETCD_PREFIX_JANUS_STORE``) and the common blocks (``REDIS_*``).
 Both secrets are refused at their defaults when ``APP_ENV=production``. New: ``NATS_*``,
 ``JANUS_WS_PORT`` (8188), ``CONN_LOCK_TTL`` (30 s, what the reference meant: its lock TTL was a
-µs/ms bug, reference.md s7.4) and ``WS_PING_INTERVAL`` (10 s, a reference constant).
+µs/ms bug) and ``WS_PING_INTERVAL`` (10 s, a reference constant).
 
 Dropped: ``JANUS_PORT`` (8088, the Janus HTTP transport; this project uses the WebSocket API,
 ``JANUS_WS_PORT``), ``JWT_EXPIRES_IN`` (unused in the reference; tokens are issued by svc_users),
 ``JANUS_INST_CACHE_SIZE`` (Janus instances come from the etcd cache, no LRU), the three
-``REDIS_*_STREAM`` names (user status and kick/notify go over NATS here, architecture.md s3), the
+``REDIS_*_STREAM`` names (user status and kick/notify go over NATS here, docs/architecture.md, Events), the
 etcd keepalive/TLS/size keys, ``*_TLS_*`` and ``OTEL_*``.
 """
 

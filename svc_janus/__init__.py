@@ -1,1 +1,1 @@
-"""svc_janus: see README.md and ../shared/design/architecture.md s5."""
+"""svc_janus: see README.md and docs/architecture.md, Services."""

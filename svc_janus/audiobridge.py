@@ -3,7 +3,7 @@
 Every room-changing request carries the room's ``secret``; ``create`` and the RTP forwarder
 requests also carry the ``admin_key`` (the Janus config sets ``admin_key`` and
 ``lock_rtp_forward = true``, so nobody else can create rooms or forward a room's audio).
-Janus's replies are data we do not own: only the fields used here are read (style.md s8).
+Janus's replies are data we do not own: only the fields used here are read (docs/conventions.md, Records).
 Errors are the typed errors of :mod:`svc_janus.janus_ws` (485 -> NotFound, 486 -> Conflict,
 489 -> Unauthorized, ...).
 """

@@ -1,4 +1,4 @@
-"""svc_janus settings: every env name and default of the Janus manager (reference.md s11).
+"""svc_janus settings: every env name and default of the Janus manager (the reference system's names).
 
 Kept from the reference: ``JANUS_ID`` (janus1), ``JANUS_ADV_HOST`` (127.0.0.1 instead of the
 container name; the host put in the heartbeat), ``JANUS_CAPACITY`` (10), ``ADMIN_SECRET`` (the

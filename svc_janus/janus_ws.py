@@ -1,6 +1,6 @@
 """The Janus WebSocket API client: one connection, one session, requests matched by transaction.
 
-Janus facts this module relies on (infra-notes.md, checked against Janus 1.1.2):
+Janus facts this module relies on (checked against Janus 1.1.2):
 
 - subprotocol ``janus-protocol``; ``create`` -> ``data.id`` (session), ``attach`` -> ``data.id``
   (handle); every request carries a ``transaction`` that the reply repeats;

@@ -5,7 +5,7 @@ recovered from Janus itself: every room's ``description`` is its roomId and its 
 derived (HMAC of the admin secret, the Janus id, the roomId and the Janus room id), so after a
 manager crash :meth:`RoomService.rebuild` adopts what runs instead of duplicating it.
 
-Fixed against the reference (reference.md s5): forwarders are stopped with
+Fixed against the reference system's Janus manager: forwarders are stopped with
 ``stop_rtp_forward`` before a room is destroyed; every plugin error is an error (only "no such
 room" on teardown is accepted); rooms no longer assigned here are destroyed on rebuild; a room
 lost by Janus (restart) is noticed by :meth:`RoomService.find_lost`.

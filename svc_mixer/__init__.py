@@ -1,1 +1,1 @@
-"""svc_mixer: see README.md and ../shared/design/architecture.md s5."""
+"""svc_mixer: see README.md and docs/architecture.md, Services."""

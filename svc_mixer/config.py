@@ -1,4 +1,4 @@
-"""svc_mixer settings: every env name and default of the mixer (reference.md s11).
+"""svc_mixer settings: every env name and default of the mixer (the reference system's names).
 
 Kept from the reference: ``MIXER_ID`` (mixer1), ``MIXER_IP`` (field ``host``: the address Janus
 forwards RTP to and the heartbeat advertises; 127.0.0.1 instead of "" = auto-detect),

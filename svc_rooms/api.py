@@ -1,4 +1,4 @@
-"""The room manager's REST API (reference.md s4.1 paths, bodies and status codes; bugs fixed).
+"""The room manager's REST API (the reference system's paths, bodies and status codes; bugs fixed).
 
 Handlers decode (``decode_body`` for bodies, ids validated by the service), make one service
 call and encode. Errors are AppErrors mapped by ``common.http.exception_handlers`` to

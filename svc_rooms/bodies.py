@@ -1,6 +1,6 @@
 """Request bodies of the room API, decoded strictly with ``common.http.decode_body``.
 
-Validation follows reference.md s4.1 (roomId ``[A-Za-z0-9_-]{3,32}``, pin exactly 6 letters or
+Validation follows the reference system (roomId ``[A-Za-z0-9_-]{3,32}``, pin exactly 6 letters or
 digits, maxAnchors 1..5, label one of ready/cordon/draining/drained/unready, ttl 0..86400);
 a missing or ``null`` optional field means "use the default". An unknown field, a wrong JSON
 type or a value out of range is a 400 naming the field. The ``json_schema`` metadata feeds the

@@ -1,9 +1,9 @@
-"""svc_rooms settings: every env name and default of the room manager (reference.md s11).
+"""svc_rooms settings: every env name and default of the room manager (the reference system's names).
 
 Keys kept from the reference: ``HTTP_ADDR`` (127.0.0.1:3000), ``HLS_ADV_URL`` and the common
 blocks (``APP_*``, ``ETCD_*``). New here: ``API_TOKEN`` (guards every write and the module
-list), ``NATS_*`` (events, architecture.md s3), ``HOUSEKEEPING_INTERVAL`` (a constant of 30 s in the
-reference, s4.3), ``ROOM_MAX_AGE`` (3 h, a constant there; ``0`` = unlimited),
+list), ``NATS_*`` (events: docs/architecture.md, Events), ``HOUSEKEEPING_INTERVAL`` (a constant
+of 30 s in the reference), ``ROOM_MAX_AGE`` (3 h, a constant there; ``0`` = unlimited),
 ``ROOM_REMOVING_GRACE`` (60 s, a constant there), ``ROOM_START_TIMEOUT`` (10 min, a constant
 there) and ``ETCD_PREFIX_SLOTS`` (``/slots/``: the per-module assignment slots, outside the state
 keyspace, see docs/svc_rooms.md).

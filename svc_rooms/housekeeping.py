@@ -1,4 +1,4 @@
-"""Housekeeping: the periodic pass over every room in etcd (reference.md s4.3, bugs fixed).
+"""Housekeeping: the periodic pass over every room in etcd (the reference system's rules, bugs fixed).
 
 Rules, each applied in one etcd transaction that checks the room did not change since it was
 read (so a concurrent API call or module write wins and the rule waits for the next pass):

@@ -1,8 +1,8 @@
 """The resource manager's view of the Janus and mixer modules, computed from the state cache.
 
 A module is what its heartbeat (on a lease: gone when the module dies), its mark (the
-operator's label) and the livemetas assigned to it say. The rules (reference.md s1.2, fixed
-and extended by architecture.md s5):
+operator's label) and the livemetas assigned to it say. The rules (from the reference system, fixed,
+and extended for room migration: docs/architecture.md, Services):
 
 - *healthy*: a heartbeat with status ``healthy``;
 - *pickable*: healthy, label ``ready`` or none, capacity > 0 and fewer assigned rooms than

@@ -1,4 +1,4 @@
-"""Reconcile rooms and modules (architecture.md s4): finish removals, migrate rooms.
+"""Reconcile rooms and modules (docs/architecture.md, Reconciliation): finish removals, migrate rooms.
 
 For a room:
 - ``removing`` and neither a janus nor a mixer record left (the modules have let go): delete

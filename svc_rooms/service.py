@@ -3,7 +3,7 @@
 Every write that changes which module serves a room is one etcd transaction over the room's
 keys and the modules' assignment slots (roomstore.py); so a room is either fully created
 (meta + onair livemeta + one Janus slot + one mixer slot) or not at all, and no module ever
-holds more rooms than its capacity. Imports no litestar, nats or aetcd (style.md s1).
+holds more rooms than its capacity. Imports no litestar, nats or aetcd (docs/conventions.md, Package layout).
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""svc_users: see README.md and ../shared/design/architecture.md s5."""
+"""svc_users: see README.md and docs/architecture.md, Services."""

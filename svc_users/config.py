@@ -1,4 +1,4 @@
-"""svc_users settings: every env name and default of the user service (reference.md s11).
+"""svc_users settings: every env name and default of the user service (the reference system's names).
 
 svc_users also takes over the old ``hlsserver`` (viewer tokens and the HLS key endpoint).
 
@@ -8,7 +8,7 @@ reference, used here for the tokens this service issues), ``ETCD_PREFIX_ROOMS`` 
 ``ETCD_ROOM_PREFIX``) and the common blocks, including ``APP_SHUTDOWN_TIMEOUT`` (missing in the
 reference's users service). The reference constants became keys: ``USER_STATUS_TIMEOUT`` (30 s),
 ``ROOM_MAX_TTL`` (6 h), ``EXPIRY_CHECK_INTERVAL`` (10 s). New: ``HLS_KEY_SECRET``, the server
-secret the rooms' AES-128 keys are derived from (architecture.md s5; the mixer needs the same),
+secret the rooms' AES-128 keys are derived from (docs/architecture.md, Services; the mixer needs the same),
 ``VIEWER_TOKEN_TTL`` (15m: lifetime of the HLS viewer tokens of ``POST /api/token``) and
 ``NATS_*``.
 

@@ -251,7 +251,7 @@ class RedisServer(ServerProcess):
 
 
 def env_for(nats: NatsServer, etcd: EtcdServer, redis: RedisServer) -> dict[str, str]:
-    """Environment variables that point a service at these servers (reference.md s11 names)."""
+    """Environment variables that point a service at these servers (the reference system's names)."""
     return {
         **os.environ,
         "NATS_SERVERS": nats.url,

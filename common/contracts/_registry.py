@@ -183,7 +183,7 @@ _RECORD_EXAMPLES: dict[tuple[Collection, Kind], tuple[str, object]] = {
     (Collection.MIXERS, Kind.MARK): (_MIXER, Mark(label=MarkLabel.DRAINING)),
 }
 
-# -- who writes and who reads what (architecture.md s2/s5, reference.md s1) ------------------
+# -- who writes and who reads what (docs/architecture.md, State and Services) ------------------
 
 _STATE_PRODUCERS: dict[tuple[Collection, Kind], tuple[str, ...]] = {
     (Collection.ROOMS, Kind.META): ("svc_rooms",),

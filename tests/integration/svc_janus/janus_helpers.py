@@ -3,7 +3,7 @@
 - ``manager_env``: the environment of a svc_janus pointed at test servers;
 - ``live_room``: write meta + onair livemeta (what svc_rooms does) and ``mixer_record`` (what
   svc_mixer does) with the state store;
-- ``RtpSpeaker``: a plain-RTP participant (infra-notes "Audio without a browser"): joins the
+- ``RtpSpeaker``: a plain-RTP participant (audio without a browser): joins the
   AudioBridge room over its own Janus handle and plays a tone with ffmpeg;
 - ``OpusReceiver``: the UDP socket at the "mixer" address; ``decode_frequency`` decodes what
   it got with ffmpeg and measures the tone.

@@ -2,7 +2,7 @@
 
 The service runs in this test's event loop (serve_http); schemathesis drives it with blocking
 HTTP calls, so the fuzzing runs in a worker thread. Both valid (positive) and invalid
-(negative) inputs are generated, a bounded number per operation, with the admin token so the
+(negative) inputs are generated, a bounded number per operation, with the API token so the
 guarded endpoints are exercised past their guard.
 """
 

@@ -205,7 +205,7 @@ def test_state_event_carries_a_decodable_record(record: Any) -> None:
     assert decode_record(_KIND_OF[type(record)], again.value or {}, key=again.key) == record
 
 
-# -- golden wire shapes (reference.md s1 names) --------------------------------------------
+# -- golden wire shapes (the reference system's names) -------------------------------------
 
 T0 = datetime(2025, 12, 5, 12, 3, 12, 387123, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Request bodies: strict decoding and the validation table of reference.md s4.1; no I/O."""
+"""Request bodies: strict decoding and the reference system's validation table; no I/O."""
 
 from __future__ import annotations
 
