@@ -10,8 +10,9 @@
 - a key never runs twice at once: an enqueue while it runs marks it dirty and schedules exactly
   one more run after the current one ends (at the requested time, never before the run ends);
 - a failing handler is logged with ``log_error`` and retried after
-  ``min(base_delay_s * 2**attempt, max_delay_s)``; a fresh ``enqueue`` (an event) resets the
-  attempt count and, being earlier, replaces a pending backoff retry;
+  ``min(base_delay_s * 2**attempt, max_delay_s)`` (the project's formula, ``common/backoff.py``);
+  a fresh ``enqueue`` (an event) resets the attempt count and, being earlier, replaces a
+  pending backoff retry;
 - at most ``workers`` handlers run at once;
 - ``close()`` stops taking work, waits for running handlers (cancels them after a timeout).
 
@@ -38,6 +39,7 @@ from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from common.backoff import DEFAULT_BASE_DELAY_S, DEFAULT_MAX_DELAY_S, backoff_delay
 from common.errors import InvalidInput, Unavailable, log_error
 
 __all__ = [
@@ -48,14 +50,11 @@ __all__ = [
     "LoopClock",
     "SchedulerClosed",
     "SchedulerStats",
-    "backoff_delay",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_WORKERS: Final = 8
-DEFAULT_BASE_DELAY_S: Final = 0.1
-DEFAULT_MAX_DELAY_S: Final = 10.0
 # Compact the heap once it holds this many more entries than twice the live ones; the slack
 # keeps tiny heaps from being rebuilt on every replaced entry.
 _COMPACT_SLACK: Final = 64
@@ -169,26 +168,6 @@ class FakeClock:
             await self.settle()
         self._now = max(self._now, target)
         await self.settle()
-
-
-# -- backoff ----------------------------------------------------------------------------------
-
-
-def backoff_delay(
-    attempt: int, base_s: float = DEFAULT_BASE_DELAY_S, max_s: float = DEFAULT_MAX_DELAY_S
-) -> float:
-    """``min(base_s * 2**attempt, max_s)``; huge attempt numbers clamp to ``max_s``.
-
-    ``ldexp`` scales by a power of two exactly and raises ``OverflowError`` instead of building
-    a giant int for ``2**10**9``.
-    """
-    if attempt <= 0:
-        return min(base_s, max_s)
-    try:
-        delay = math.ldexp(base_s, attempt)
-    except OverflowError:
-        return max_s
-    return min(delay, max_s)
 
 
 # -- metrics ----------------------------------------------------------------------------------
