@@ -2,10 +2,11 @@
 
 Mechanics as in the reference system: grant a lease of the TTL, put the value
 with it, keep the lease alive at TTL/3; when the lease is lost (etcd says it is gone, or etcd
-was unreachable for longer than the TTL) grant a new one and put again, with exponential
-backoff (100 ms, x1.5, cap 10 s, +-50 % jitter) until it works; on stop revoke the lease under
-a 5 s timeout so the key disappears at once instead of a TTL later. Unlike the old system the
-value can change: ``update()`` re-puts the current ``make_value()`` under the same lease.
+was unreachable for longer than the TTL) grant a new one and put again, with the project's
+backoff (``common/backoff.py``: 100 ms doubling, cap 10 s) and +-50 % jitter until it works;
+on stop revoke the lease under a 5 s timeout so the key disappears at once instead of a TTL
+later. Unlike the old system the value can change: ``update()`` re-puts the current
+``make_value()`` under the same lease.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
+from common.backoff import Backoff
 from common.errors import AppError, InvalidInput, log_error
 from common.etcd import EtcdStore, LeaseLost
 
-__all__ = ["Backoff", "HeartbeatKeeper"]
+__all__ = ["HeartbeatKeeper"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,33 +33,6 @@ REVOKE_TIMEOUT_S = 5.0
 REFRESH_RETRY_S = 0.5
 
 PutFn = Callable[[str, bytes, int], Awaitable[Any]]
-
-
-class Backoff:
-    """Exponential backoff with jitter: ``next()`` gives the delay before the next attempt."""
-
-    def __init__(
-        self,
-        initial_s: float = 0.1,
-        multiplier: float = 1.5,
-        max_s: float = 10.0,
-        jitter: float = 0.5,
-        rand: Callable[[float, float], float] = random.uniform,
-    ) -> None:
-        self.initial_s = initial_s
-        self.multiplier = multiplier
-        self.max_s = max_s
-        self.jitter = jitter
-        self._rand = rand
-        self._current = initial_s
-
-    def next(self) -> float:
-        base = self._current
-        self._current = min(self._current * self.multiplier, self.max_s)
-        return base * self._rand(1.0 - self.jitter, 1.0 + self.jitter)
-
-    def reset(self) -> None:
-        self._current = self.initial_s
 
 
 class HeartbeatKeeper:
@@ -236,18 +210,23 @@ class HeartbeatKeeper:
             last_ok = time.monotonic()
 
     async def _regrant(self) -> None:
-        backoff = Backoff()
-        attempt = 0
+        # Jitter: an etcd outage takes every module's lease at once; their regrants should not march in step.
+        backoff = Backoff(jitter=0.5)
         while True:
-            attempt += 1
             try:
                 await self._grant_and_put()
             except Exception as exc:
                 wait_s = backoff.next()
                 log_error(
-                    logger, exc, "heartbeat regrant failed", key=self.key, attempt=attempt, retry_in_s=wait_s
+                    logger,
+                    exc,
+                    "heartbeat regrant failed",
+                    key=self.key,
+                    attempt=backoff.attempt,
+                    retry_in_s=wait_s,
                 )
                 await asyncio.sleep(wait_s)
                 continue
-            logger.info("heartbeat %s: regranted -> lease %x (attempt %d)", self.key, self._lease_id, attempt)
+            tries = backoff.attempt + 1
+            logger.info("heartbeat %s: regranted -> lease %x (attempt %d)", self.key, self._lease_id, tries)
             return

@@ -1,4 +1,4 @@
-"""HeartbeatKeeper parts that need no etcd: the backoff schedule and argument checks."""
+"""HeartbeatKeeper parts that need no etcd: argument checks (its backoff: test_backoff.py)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,7 @@ import pytest
 
 from common.errors import InvalidInput
 from common.etcd import EtcdStore
-from common.heartbeat import Backoff, HeartbeatKeeper
-
-
-def test_backoff_grows_by_1_5_and_caps_at_10_s() -> None:
-    b = Backoff(rand=lambda lo, hi: 1.0)
-    delays = [b.next() for _ in range(14)]
-    assert delays[:4] == pytest.approx([0.1, 0.15, 0.225, 0.3375])
-    assert max(delays) == 10.0
-    assert delays[-1] == 10.0
-    b.reset()
-    assert b.next() == pytest.approx(0.1)
-
-
-def test_backoff_jitter_is_plus_minus_half() -> None:
-    seen: list[tuple[float, float]] = []
-
-    def rand(lo: float, hi: float) -> float:
-        seen.append((lo, hi))
-        return lo
-
-    b = Backoff(rand=rand)
-    assert b.next() == pytest.approx(0.05)
-    assert seen == [(0.5, 1.5)]
+from common.heartbeat import HeartbeatKeeper
 
 
 def test_keeper_rejects_non_positive_ttl() -> None:
