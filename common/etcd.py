@@ -24,7 +24,6 @@ import contextlib
 import ipaddress
 import logging
 import math
-import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from types import TracebackType
@@ -35,6 +34,7 @@ import attrs
 import grpc
 from aetcd import rpc
 
+from common.backoff import Backoff
 from common.errors import AppError, Conflict, DependencyTimeout, InvalidInput, NotFound, Unavailable
 
 __all__ = [
@@ -53,8 +53,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DIAL_TIMEOUT_S = 5.0
 DEFAULT_REQUEST_TIMEOUT_S = 5.0
-# Resume backoff of watch_with_resume while etcd is away.
-WATCH_RETRY_MIN_S = 0.1
+# Cap of watch_with_resume's backoff while etcd is away (see there).
 WATCH_RETRY_MAX_S = 2.0
 _CHANNEL_SWAP_MIN_INTERVAL_S = 0.2
 _CHANNEL_OPTIONS: dict[str, Any] = {
@@ -597,16 +596,18 @@ class EtcdStore:
     ) -> AsyncGenerator[WatchEvent, None]:
         """Like ``watch``, but re-watches from the last seen revision + 1 when the stream drops.
 
-        Retries with backoff (``WATCH_RETRY_MIN_S`` .. ``WATCH_RETRY_MAX_S``) for as long as etcd
-        is away; raises Compacted when the resume point is gone (the caller re-snapshots).
+        Retries with backoff (``common/backoff.py``, capped at ``WATCH_RETRY_MAX_S``) for as long
+        as etcd is away; raises Compacted when the resume point is gone (the caller re-snapshots).
         """
         next_revision = start_revision
-        delay = WATCH_RETRY_MIN_S
+        # Cap 2 s, not 10: the relay publishes nothing while its watch is down, and an etcd restart
+        # takes about a second (cf. _CHANNEL_OPTIONS). Jitter: every watcher of an etcd drops at once.
+        backoff = Backoff(max_s=WATCH_RETRY_MAX_S, jitter=0.5)
         while True:
             try:
                 async for event in self.watch(prefix, start_revision=next_revision):
                     next_revision = event.mod_revision + 1
-                    delay = WATCH_RETRY_MIN_S
+                    backoff.reset()
                     yield event
             except Compacted:
                 raise
@@ -614,8 +615,7 @@ class EtcdStore:
                 logger.info(
                     "etcd watch %s dropped (%s) -> resuming at revision %d", prefix, exc, next_revision
                 )
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, WATCH_RETRY_MAX_S)
+            await asyncio.sleep(backoff.next())
 
     # -- leases -----------------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import time
 
 import attrs
@@ -27,6 +26,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from common import records
+from common.backoff import Backoff
 from common.bus import Bus
 from common.errors import AppError, InvalidInput, Unavailable, log_error
 from common.etcd import Compacted, EtcdStore, WatchEvent
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_BUCKET = "rtc_relay"
 DEFAULT_BATCH = 512
 DEFAULT_CHECKPOINT_INTERVAL_S = 0.2
-RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
 
 
@@ -155,7 +154,10 @@ class StateRelay:
         self.stats.checkpoint = revision
 
     async def _run(self) -> None:
-        delay = RETRY_MIN_S
+        # Cap 5 s, not 10: lease expiries (dead modules) reach NATS only through the relay, and it
+        # never resets its attempts, so the cap is its wait after any later interruption.
+        # Jitter: several relays may run at once and all meet the same outage.
+        backoff = Backoff(max_s=RETRY_MAX_S, jitter=0.5)
         while True:
             try:
                 checkpoint = await self.load_checkpoint()
@@ -170,9 +172,10 @@ class StateRelay:
                     await self.save_checkpoint(await self.publish_snapshot())
                 continue
             except Exception as exc:
-                log_error(logger, exc, "state relay interrupted; retrying", retry_in_s=round(delay, 2))
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, RETRY_MAX_S)
+                log_error(
+                    logger, exc, "state relay interrupted; retrying", retry_in_s=round(backoff.delay_s, 2)
+                )
+            await asyncio.sleep(backoff.next())
 
     async def publish_snapshot(self) -> int:
         """Publish a put for every current key; returns the snapshot's revision (saved as checkpoint)."""

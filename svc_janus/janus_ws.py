@@ -14,7 +14,7 @@ Janus facts this module relies on (checked against Janus 1.1.2):
   is unknown (error 458). Plugin state (AudioBridge rooms) survives a WebSocket drop but not a
   restart, which is why the owner is told about every new session (``on_session``) and checks.
 
-The client reconnects by itself (backoff 0.2 s doubling to 2 s) and opens a new session and
+The client reconnects by itself (backoff 0.1 s doubling to 2 s) and opens a new session and
 AudioBridge handle each time. Requests made while it is disconnected fail at once with
 ``Unavailable``: retrying is the caller's scheduler's job. Every request runs under
 ``request_timeout_s`` (``DependencyTimeout``).
@@ -38,6 +38,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
+from common.backoff import Backoff
 from common.errors import (
     AppError,
     Conflict,
@@ -65,7 +66,6 @@ AUDIOBRIDGE = "janus.plugin.audiobridge"
 SUBPROTOCOL = Subprotocol("janus-protocol")
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
 DEFAULT_KEEPALIVE_INTERVAL_S = 15.0
-RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 2.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -250,15 +250,19 @@ class JanusClient:
     # -- connection loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        delay = RECONNECT_MIN_S
+        # Cap 2 s, not 10: a restarted Janus has lost every AudioBridge room, and they are rebuilt
+        # only once this client has a new session.
+        backoff = Backoff(max_s=RECONNECT_MAX_S)
         while not self._is_closed:
             try:
                 await self._connect_once()
-                delay = RECONNECT_MIN_S
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except (OSError, AppError, websockets.exceptions.WebSocketException, TimeoutError) as exc:
-                logger.warning("Janus %s: connection failed: %s; retrying in %.1f s", self.url, exc, delay)
+                logger.warning(
+                    "Janus %s: connection failed: %s; retrying in %.1f s", self.url, exc, backoff.delay_s
+                )
             except Exception:
                 logger.exception("Janus %s: unexpected error in the connection loop", self.url)
             finally:
@@ -267,8 +271,7 @@ class JanusClient:
                 self._fail_pending(Unavailable(f"Janus connection to {self.url} lost"))
             if self._is_closed:
                 break
-            await asyncio.sleep(delay)
-            delay = min(RECONNECT_MAX_S, delay * 2)
+            await asyncio.sleep(backoff.next())
 
     async def _connect_once(self) -> None:
         async with asyncio.timeout(self.request_timeout_s):
