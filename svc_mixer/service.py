@@ -32,6 +32,7 @@ from pathlib import Path
 import attrs
 from prometheus_client import Counter, Gauge
 
+from common.backoff import backoff_delay
 from common.errors import Unavailable
 from common.hlskey import derive_hls_key
 from svc_mixer import hls
@@ -53,8 +54,6 @@ logger = logging.getLogger(__name__)
 
 # An FFmpeg that ran this long before exiting counts as healthy: its next restart is immediate.
 HEALTHY_RUN_S = 10.0
-RESTART_BASE_S = 0.2
-RESTART_MAX_S = 10.0
 
 FFMPEG_RESTARTS = Counter("mixer_ffmpeg_restarts_total", "FFmpeg processes restarted for a running room")
 FFMPEG_EXITS = Counter("mixer_ffmpeg_unexpected_exits_total", "FFmpeg exits the mixer did not ask for")
@@ -62,10 +61,9 @@ ROOMS_RUNNING = Gauge("mixer_rooms_running", "rooms with a running FFmpeg")
 
 
 def restart_delay_s(crashes: int) -> float:
-    """Delay before restarting an FFmpeg that died young ``crashes`` times in a row."""
-    if crashes <= 1:
-        return 0.0
-    return float(min(RESTART_BASE_S * 2 ** (crashes - 2), RESTART_MAX_S))
+    """Delay before restarting an FFmpeg that died young ``crashes`` times in a row: the first
+    restart is immediate, then the project's one backoff (0.2 s, 0.4 s, ... capped at 10 s)."""
+    return 0.0 if crashes <= 1 else backoff_delay(crashes - 1)
 
 
 @attrs.frozen
