@@ -144,10 +144,6 @@ class FakeClock:
         heapq.heappush(self._timers, (when, next(self._seq), timer))
         return timer
 
-    @property
-    def pending_timers(self) -> int:
-        return sum(1 for _, _, t in self._timers if not t.is_cancelled)
-
     async def settle(self, rounds: int | None = None) -> None:
         """Let ready tasks and callbacks run for a fixed number of loop iterations."""
         for _ in range(self.settle_rounds if rounds is None else rounds):

@@ -131,7 +131,6 @@ class Mixer:
         self._keys_dir = state / "keys"
         self._rooms: dict[str, _Room] = {}
         self.restarts = 0
-        self.unexpected_exits = 0
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -148,9 +147,6 @@ class Mixer:
     def pid_of(self, room_id: str) -> int | None:
         room = self._rooms.get(room_id)
         return room.proc.pid if room and room.proc and room.proc.is_running else None
-
-    def port_of(self, room_id: str) -> int | None:
-        return self.pool.get(room_id)
 
     def cpu_seconds(self) -> float:
         """CPU time so far of the FFmpegs running now."""
@@ -315,7 +311,6 @@ class Mixer:
         if room.is_stopping or self._rooms.get(room_id) is not room or room.proc is not proc:
             return
         self.registry.forget(room_id)
-        self.unexpected_exits += 1
         FFMPEG_EXITS.inc()
         ran_s = time.monotonic() - proc.started_at
         room.crashes = 0 if ran_s >= HEALTHY_RUN_S else room.crashes + 1
