@@ -19,7 +19,6 @@ from common.errors import InvalidInput
 
 __all__ = [
     "ID_PATTERN",
-    "ID_REGEX",
     "is_valid_id",
     "validate_module_id",
     "validate_room_id",

@@ -40,7 +40,6 @@ import attrs
 from common.config import LOG_LEVELS, ConfigError, boolean, load_settings, setting
 
 __all__ = [
-    "LogConfig",
     "level_env_names",
     "resolve_level",
     "screaming_snake",

@@ -41,11 +41,8 @@ from prometheus_client.registry import Collector
 from common.errors import InvalidInput, Unavailable, log_error
 
 __all__ = [
-    "Cancellable",
-    "Clock",
     "FakeClock",
     "KeyedScheduler",
-    "LoopClock",
     "SchedulerClosed",
     "SchedulerStats",
     "backoff_delay",
