@@ -37,11 +37,7 @@ from common import keys
 from common.errors import DependencyTimeout, Unavailable
 
 __all__ = [
-    "DEFAULT_CONNECT_TIMEOUT_S",
-    "DEFAULT_DRAIN_TIMEOUT_S",
-    "DEFAULT_REQUEST_TIMEOUT_S",
     "Bus",
-    "PublishResult",
     "stream_configs",
 ]
 

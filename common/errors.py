@@ -28,7 +28,6 @@ __all__ = [
     "NotFound",
     "Unauthorized",
     "Unavailable",
-    "error_log_level",
     "log_error",
 ]
 

@@ -45,7 +45,6 @@ __all__ = [
     "EtcdStore",
     "LeaseLost",
     "PutOp",
-    "Snapshot",
     "WatchEvent",
 ]
 

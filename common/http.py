@@ -23,7 +23,7 @@ from litestar.types import ExceptionHandlersMap
 from common import records
 from common.errors import AppError, InvalidInput, log_error
 
-__all__ = ["decode_body", "error_body", "exception_handlers", "json_response", "make_app"]
+__all__ = ["decode_body", "exception_handlers", "json_response", "make_app"]
 
 logger = logging.getLogger(__name__)
 

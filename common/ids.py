@@ -19,8 +19,6 @@ from common.errors import InvalidInput
 
 __all__ = [
     "ID_PATTERN",
-    "ID_REGEX",
-    "USER_ID_PATTERN",
     "is_valid_id",
     "validate_module_id",
     "validate_room_id",
@@ -31,7 +29,6 @@ __all__ = [
 # trailing newline cannot slip past ``$`` as it would with re.match.
 ID_PATTERN = "^[A-Za-z0-9_-]{3,32}$"
 ID_REGEX = re.compile(r"[A-Za-z0-9_-]{3,32}", re.ASCII)
-USER_ID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 _USER_ID_REGEX = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", re.ASCII)
 
 # Cap what goes into an error message: ids can come from untrusted request bodies.

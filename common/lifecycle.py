@@ -34,7 +34,6 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_SHUTDOWN_CUT",
-    "MainFn",
     "run_cli",
     "run_service",
     "run_until_stopped",

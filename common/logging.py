@@ -1,8 +1,7 @@
-"""Logging on the stdlib ``logging`` module: module loggers, per-module levels, structured lines.
+"""Logging on the stdlib ``logging`` module: per-module levels from the environment, structured lines.
 
-Module loggers (as in the reference system): ``get_logger("ResourceMgr").module("JanusWorker")`` is a thin
-wrapper over the stdlib logger ``"ResourceMgr.JanusWorker"``; ``logging.getLogger(__name__)``
-loggers (``"svc_rooms.api"``) are handled the same way.
+Module loggers are plain stdlib loggers: ``logging.getLogger(__name__)`` in ``svc_rooms/api.py``
+is ``"svc_rooms.api"``, and ``.getChild("auth")`` of it is ``"svc_rooms.api.auth"``.
 
 Levels: for a logger ``A.B.C`` the first valid value of ``LOG_LEVEL__A__B__C``,
 ``LOG_LEVEL__A__B``, ``LOG_LEVEL__A``, ``LOG_LEVEL`` wins, else ``info``. Each segment is turned
@@ -20,35 +19,27 @@ Output: ``APP_LOG_CONFIG_FILE`` names a JSON file ``{"format": "json"|"console",
 "stderr"|"stdout"|"<path>", "color": true|false}`` (default: console on stderr, colour when it is
 a terminal). JSON lines carry ``ts level logger msg service module`` plus the structured fields;
 console lines read ``ts LEVEL logger msg key=value ...``. Structured fields come from
-:func:`bind_log_fields` (a contextvar, e.g. ``room_id``) and from ``extra={"fields": {...}}``
-(what common.errors.log_error passes). Exceptions are rendered with their traceback.
+``extra={"fields": {...}}`` (what common.errors.log_error passes). Exceptions are rendered with
+their traceback.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import logging
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType
-from typing import IO, Any, ClassVar, Literal
+from typing import IO, ClassVar, Literal
 
 import attrs
 
 from common.config import LOG_LEVELS, ConfigError, boolean, load_settings, setting
 
 __all__ = [
-    "LogConfig",
-    "ModuleLogger",
-    "bind_log_fields",
-    "current_log_fields",
-    "get_logger",
     "level_env_names",
     "resolve_level",
     "screaming_snake",
@@ -93,104 +84,13 @@ def resolve_level(logger_name: str, env: Mapping[str, str]) -> int:
     return DEFAULT_LEVEL
 
 
-# -- module loggers ----------------------------------------------------------------------------
-
-
-class ModuleLogger:
-    """A stdlib logger with ``.module(name)`` for a child module logger."""
-
-    __slots__ = ("logger",)
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self.logger = logger
-
-    @property
-    def name(self) -> str:
-        return self.logger.name
-
-    def module(self, name: str) -> ModuleLogger:
-        if not name or "." in name:
-            raise ValueError(f"module name must be one non-empty segment, got {name!r}")
-        return ModuleLogger(self.logger.getChild(name))
-
-    def is_enabled_for(self, level: int) -> bool:
-        return self.logger.isEnabledFor(level)
-
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        # stacklevel + 1 so records point at the caller, not at this wrapper
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        self.logger.log(level, msg, *args, **kwargs)
-
-    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        self.logger.debug(msg, *args, **kwargs)
-
-    def info(self, msg: object, *args: object, **kwargs: Any) -> None:
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        self.logger.info(msg, *args, **kwargs)
-
-    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        self.logger.warning(msg, *args, **kwargs)
-
-    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        self.logger.error(msg, *args, **kwargs)
-
-    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        self.logger.exception(msg, *args, **kwargs)
-
-    def critical(self, msg: object, *args: object, **kwargs: Any) -> None:
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        self.logger.critical(msg, *args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<ModuleLogger {self.name} ({logging.getLevelName(self.logger.getEffectiveLevel())})>"
-
-
-def get_logger(name: str) -> ModuleLogger:
-    """The module logger ``name`` (a stdlib logger name, dots allowed)."""
-    return ModuleLogger(logging.getLogger(name))
-
-
-# -- structured fields -------------------------------------------------------------------------
-
-_bound: contextvars.ContextVar[Mapping[str, object]] = contextvars.ContextVar(
-    "audio_rtc_log_fields", default=MappingProxyType({})
-)
-
-
-@contextlib.contextmanager
-def bind_log_fields(**fields: object) -> Iterator[None]:
-    """Add ``fields`` (e.g. ``room_id="r1"``) to every line logged in this context (and tasks
-    started from it)."""
-    token = _bound.set(MappingProxyType({**_bound.get(), **fields}))
-    try:
-        yield
-    finally:
-        _bound.reset(token)
-
-
-def current_log_fields() -> Mapping[str, object]:
-    return _bound.get()
-
-
-class _FieldsFilter(logging.Filter):
-    """Snapshots the bound fields onto the record in the logging thread and context."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.bound_fields = _bound.get()
-        return True
-
+# -- lines -------------------------------------------------------------------------------------
 
 _CORE_KEYS = frozenset({"ts", "level", "logger", "msg", "exc"})
 
 
 def _fields(record: logging.LogRecord, service: str) -> dict[str, object]:
     out: dict[str, object] = {"service": service, "module": record.name}
-    bound = getattr(record, "bound_fields", None)
-    out.update(bound if bound is not None else _bound.get())
     extra = getattr(record, "fields", None)
     if isinstance(extra, Mapping):
         out.update(extra)
@@ -340,7 +240,6 @@ def setup_logging(
         stream: IO[str] | None = getattr(handler, "stream", None)
         is_tty = config.color if config.color is not None else bool(stream and stream.isatty())
         handler.setFormatter(ConsoleFormatter(service, color=is_tty))
-    handler.addFilter(_FieldsFilter())
     root = logging.getLogger()
     state = _current.state = _State(
         env=env,

@@ -22,7 +22,7 @@ from nats.micro.service import Service
 from common.bus import Bus
 from common.errors import AppError, log_error
 
-__all__ = ["EndpointHandler", "MicroService", "serve_micro"]
+__all__ = ["serve_micro"]
 
 logger = logging.getLogger(__name__)
 

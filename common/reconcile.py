@@ -41,9 +41,7 @@ from common.pull import PullStream
 from common.scheduler import KeyedScheduler
 
 __all__ = [
-    "Entry",
     "Interest",
-    "RebuildFn",
     "ReconcileFn",
     "ReconcileRuntime",
     "StateCache",

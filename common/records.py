@@ -383,11 +383,6 @@ class StateEvent:
             key=key, op=StateOp.PUT, revision=revision, mod_revision=mod_revision, value=unstructure(record)
         )
 
-    @classmethod
-    def for_delete(cls, key: str, *, revision: int) -> StateEvent:
-        """The event of a delete (or lease expiry) of ``key`` at ``revision``."""
-        return cls(key=key, op=StateOp.DELETE, revision=revision, mod_revision=revision, value=None)
-
 
 @attrs.frozen(kw_only=True)
 class RoomMigrated:

@@ -33,7 +33,7 @@ from common.etcd import Compacted, EtcdStore, WatchEvent
 from common.keys import Keyspace
 from common.state import state_event_message
 
-__all__ = ["CHECKPOINT_BUCKET", "RelayStats", "StateRelay"]
+__all__ = ["StateRelay"]
 
 logger = logging.getLogger(__name__)
 

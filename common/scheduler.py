@@ -43,11 +43,8 @@ from common.backoff import DEFAULT_BASE_DELAY_S, DEFAULT_MAX_DELAY_S, backoff_de
 from common.errors import InvalidInput, Unavailable, log_error
 
 __all__ = [
-    "Cancellable",
-    "Clock",
     "FakeClock",
     "KeyedScheduler",
-    "LoopClock",
     "SchedulerClosed",
     "SchedulerStats",
 ]
@@ -142,10 +139,6 @@ class FakeClock:
         timer = _FakeTimer(when, callback)
         heapq.heappush(self._timers, (when, next(self._seq), timer))
         return timer
-
-    @property
-    def pending_timers(self) -> int:
-        return sum(1 for _, _, t in self._timers if not t.is_cancelled)
 
     async def settle(self, rounds: int | None = None) -> None:
         """Let ready tasks and callbacks run for a fixed number of loop iterations."""

@@ -33,7 +33,6 @@ __all__ = [
     "open_bus",
     "open_etcd",
     "serve_http",
-    "split_addr",
 ]
 
 logger = logging.getLogger(__name__)

@@ -10,9 +10,10 @@ Usage (the justfile calls this; each command says what it does)::
     python infra/stack.py down [--purge]     # stop everything by pid through supervisord
     python infra/stack.py purge              # down, then remove the run dir
 
-Only the standard library is used, so ``install`` can run before the virtualenv exists; every
-other command runs under ``.venv/bin/python`` (re-executed there when needed) and starts
-``supervisord`` from the virtualenv (PyPI ``supervisor``).
+Only the standard library is imported at the top, so ``install`` can run before the virtualenv
+exists. ``up``, ``status``, ``down`` and ``purge`` run under ``.venv/bin/python`` (re-executed
+there when needed): they start ``supervisord`` from the virtualenv (PyPI ``supervisor``) and talk
+to it with supervisor's own XML-RPC client, imported where it is used (:func:`rpc`).
 
 Components are data (``COMPONENTS``): a program argv template, ports, a health check and URLs.
 Later issues add Janus, nginx and the five services by adding entries.
@@ -25,7 +26,6 @@ the run dir), UP_TIMEOUT_S.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import hashlib
 import http.client
@@ -44,7 +44,7 @@ import tomllib
 import urllib.error
 import urllib.request
 import xmlrpc.client
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -483,50 +483,12 @@ def install() -> None:
 
 
 def ensure_venv_python(argv: list[str]) -> None:
-    """Re-exec under the virtualenv's Python (supervisord lives there) unless already in it."""
+    """Re-exec under the virtualenv's Python (supervisord and its client live there) unless already in it."""
     if Path(sys.prefix).resolve() != VENV.resolve():
         os.execv(str(VENV_PY), [str(VENV_PY), str(Path(__file__).resolve()), *argv])
 
 
 # ---------------------------------------------------------------- supervisord RPC
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
-class _Transport(xmlrpc.client.Transport):
-    """XML-RPC to supervisord over its unix socket or loopback port, every call under a timeout."""
-
-    def __init__(self, settings: Settings, auth: tuple[str, str] | None) -> None:
-        super().__init__()
-        self._settings = settings
-        self._auth = auth
-
-    def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        port = self._settings.values["supervisor_port"]
-        conn: http.client.HTTPConnection
-        if port:
-            conn = http.client.HTTPConnection(LOOPBACK, int(port), timeout=RPC_TIMEOUT_S)
-        else:
-            conn = _UnixHTTPConnection(str(socket_path(self._settings)), RPC_TIMEOUT_S)
-        # kept where Transport.close() looks, so closing the proxy closes the socket
-        self._connection = (host, conn)
-        return conn
-
-    def send_headers(self, connection: http.client.HTTPConnection, headers: Any) -> None:
-        if self._auth:
-            token = base64.b64encode(f"{self._auth[0]}:{self._auth[1]}".encode()).decode()
-            connection.putheader("Authorization", f"Basic {token}")
-        super().send_headers(connection, headers)
 
 
 def socket_path(settings: Settings) -> Path:
@@ -537,13 +499,44 @@ def _secret_path(settings: Settings) -> Path:
     return settings.run_dir / "supervisor.secret"
 
 
+def _server_url(settings: Settings) -> str:
+    port = settings.values["supervisor_port"]
+    return f"http://{LOOPBACK}:{port}" if port else f"unix://{socket_path(settings)}"
+
+
+@contextlib.contextmanager
+def _socket_timeout(timeout_s: float) -> Iterator[None]:
+    """Sockets created inside get ``timeout_s`` (connect, send and every read)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def rpc(settings: Settings, method: str, *args: Any) -> Any:
-    """Call ``supervisor.<method>(*args)`` on this run dir's supervisord (one connection per call)."""
-    auth = None
+    """Call ``supervisor.<method>(*args)`` on this run dir's supervisord (one connection per call).
+
+    supervisor's own client transport speaks to the unix socket or the loopback port (with the
+    password in the run dir). It is imported here, not at the top: ``install`` runs with the
+    system python before .venv (and supervisor) exists, and only commands that run under .venv's
+    python get here. SupervisorTransport takes no timeout: its HTTP and unix-socket connections
+    create their sockets with the default socket timeout, so the call runs with that default set
+    to RPC_TIMEOUT_S (this tool is single-threaded; the previous default is restored after).
+    """
+    try:
+        from supervisor.xmlrpc import SupervisorTransport  # noqa: PLC0415 (see the docstring)
+    except ModuleNotFoundError:
+        raise StackError(f"supervisor is not installed for {sys.executable}: run `just up`") from None
+    user = password = None
     if settings.values["supervisor_port"] and _secret_path(settings).exists():
-        user, pw = _secret_path(settings).read_text().split()
-        auth = (user, pw)
-    with xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=_Transport(settings, auth)) as proxy:
+        user, password = _secret_path(settings).read_text().split()
+    transport = SupervisorTransport(user, password, _server_url(settings))
+    with (
+        _socket_timeout(RPC_TIMEOUT_S),
+        xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=transport) as proxy,
+    ):
         return getattr(proxy.supervisor, method)(*args)
 
 
@@ -1068,6 +1061,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "up" and not args.no_install:
             install()
             ensure_venv_python(["up", "--no-install"])
+        if args.cmd in ("status", "down", "purge") and VENV_PY.exists():
+            ensure_venv_python(argv)  # they talk to supervisord with supervisor's client
         settings = Settings.from_env()
         components = select([])
         if args.cmd == "up":

@@ -78,7 +78,7 @@ class AudioBridge:
     async def _message(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._client.message(body)
 
-    async def create_room(
+    async def create_audiobridge_room(
         self,
         room: int,
         *,
@@ -109,7 +109,7 @@ class AudioBridge:
         """Change the room's pin (an empty pin removes it)."""
         await self._message({"request": "edit", "room": room, "secret": secret, "new_pin": pin})
 
-    async def destroy_room(self, room: int, *, secret: str) -> None:
+    async def destroy_audiobridge_room(self, room: int, *, secret: str) -> None:
         """Destroy the room (its forwarders go with it); ``NotFound`` if there is none."""
         await self._message({"request": "destroy", "room": room, "secret": secret, "permanent": False})
 
@@ -117,7 +117,7 @@ class AudioBridge:
         data = await self._message({"request": "exists", "room": room})
         return bool(data.get("exists", False))
 
-    async def list_rooms(self) -> list[RoomInfo]:
+    async def list_audiobridge_rooms(self) -> list[RoomInfo]:
         data = await self._message({"request": "list", "admin_key": self._admin_key})
         return [RoomInfo.from_janus(r) for r in data.get("list", [])]
 

@@ -115,7 +115,7 @@ class RoomReconciler:
         current: records.JanusRecord | None = view.get("janus")
         mine = current is not None and current.janus_id == self.janus_id
         preferred = current.janus_room_id if mine and current is not None else None
-        held = await self.service.ensure_room(room_id, pin=meta.pin, preferred_id=preferred)
+        held = await self.service.ensure_audiobridge_room(room_id, pin=meta.pin, preferred_id=preferred)
         forward_to = _forward_to(view)
         if forward_to is None:
             await self.service.stop_forwarder(room_id)
@@ -151,7 +151,7 @@ class RoomReconciler:
 
     async def _teardown(self, room_id: str, view: Mapping[str, Any]) -> None:
         self._restarted.discard(room_id)
-        await self.service.release(room_id)
+        await self.service.teardown_audiobridge_room(room_id)
         current: records.JanusRecord | None = view.get("janus")
         if current is None or current.janus_id != self.janus_id:
             return

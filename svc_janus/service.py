@@ -87,7 +87,9 @@ class RoomService:
 
     # -- rooms -----------------------------------------------------------------------------
 
-    async def ensure_room(self, room_id: str, *, pin: str, preferred_id: int | None = None) -> HeldRoom:
+    async def ensure_audiobridge_room(
+        self, room_id: str, *, pin: str, preferred_id: int | None = None
+    ) -> HeldRoom:
         """The room's Janus room, created if missing (random id, retried on collision)."""
         held = self.held.get(room_id)
         if held is not None:
@@ -103,7 +105,7 @@ class RoomService:
         for number in candidates:
             secret = self.secret_for(room_id, number)
             try:
-                await self._bridge.create_room(
+                await self._bridge.create_audiobridge_room(
                     number,
                     description=room_id,
                     secret=secret,
@@ -119,14 +121,14 @@ class RoomService:
             return held
         raise Conflict(f"no free AudioBridge room id after {CREATE_ATTEMPTS} attempts", room_id=room_id)
 
-    async def release(self, room_id: str) -> None:
+    async def teardown_audiobridge_room(self, room_id: str) -> None:
         """Stop the room's forwarder, then destroy the room (already gone is fine)."""
         held = self.held.get(room_id)
         if held is None:
             return
         await self.stop_forwarder(room_id)
         with contextlib.suppress(NotFound):
-            await self._bridge.destroy_room(held.janus_room_id, secret=held.secret)
+            await self._bridge.destroy_audiobridge_room(held.janus_room_id, secret=held.secret)
         self.held.pop(room_id, None)
         logger.info("room %s: Janus room %d destroyed", room_id, held.janus_room_id)
 
@@ -170,11 +172,11 @@ class RoomService:
     async def find_lost(self) -> list[str]:
         """Rooms we hold that Janus no longer has (it restarted); they are forgotten here."""
         before = dict(self.held)
-        present = {r.room for r in await self._bridge.list_rooms()}
+        present = {r.room for r in await self._bridge.list_audiobridge_rooms()}
         lost: list[str] = []
         for room_id, held in before.items():
             # Only a room that existed before the list was asked for can be missing from it,
-            # and only if nobody released or replaced it meanwhile.
+            # and only if nobody tore it down or replaced it meanwhile.
             if held.janus_room_id not in present and self.held.get(room_id) is held:
                 del self.held[room_id]
                 lost.append(room_id)
@@ -185,7 +187,7 @@ class RoomService:
         stop forwarders that do not point at the room's mixer; reconcile creates the rest."""
         self.held.clear()
         by_room: dict[str, list[int]] = {}
-        for info in await self._bridge.list_rooms():
+        for info in await self._bridge.list_audiobridge_rooms():
             if is_valid_id(info.description):
                 by_room.setdefault(info.description, []).append(info.room)
         for room_id, numbers in sorted(by_room.items()):
@@ -224,7 +226,7 @@ class RoomService:
 
     async def _destroy_foreign(self, room_id: str, number: int) -> None:
         try:
-            await self._bridge.destroy_room(number, secret=self.secret_for(room_id, number))
+            await self._bridge.destroy_audiobridge_room(number, secret=self.secret_for(room_id, number))
             logger.info("room %s: orphan Janus room %d destroyed", room_id, number)
         except NotFound:
             pass

@@ -157,7 +157,6 @@ class FfmpegProcess:
         self._reader: asyncio.Task[None] | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.started_at = 0.0
-        self.last_segment: int | None = None
 
     @property
     def pid(self) -> int | None:
@@ -201,10 +200,8 @@ class FfmpegProcess:
             self.tail.append(line)
             logger.debug("ffmpeg %s: %s", self.name, line)
             number = parse_segment_number(line)
-            if number is not None:
-                self.last_segment = number
-                if self._on_segment is not None:
-                    self._on_segment(number)
+            if number is not None and self._on_segment is not None:
+                self._on_segment(number)
 
     async def wait(self) -> int:
         """Wait for the exit (and for stderr to be read to its end); returns the exit code."""

@@ -17,14 +17,12 @@ __all__ = [
     "end_playlist",
     "has_endlist",
     "last_segment_number",
-    "media_sequence",
     "remove_dir",
     "seconds_since_change",
 ]
 
 ENDLIST = "#EXT-X-ENDLIST"
 _SEGMENT_FILE = re.compile(r"segment_(\d+)\.ts")
-_MEDIA_SEQUENCE = re.compile(r"^#EXT-X-MEDIA-SEQUENCE:(\d+)", re.MULTILINE)
 
 
 def _read(playlist: Path) -> str:
@@ -36,11 +34,6 @@ def _read(playlist: Path) -> str:
 
 def has_endlist(playlist: Path) -> bool:
     return ENDLIST in _read(playlist)
-
-
-def media_sequence(playlist: Path) -> int | None:
-    m = _MEDIA_SEQUENCE.search(_read(playlist))
-    return int(m.group(1)) if m else None
 
 
 def last_segment_number(out_dir: Path) -> int | None:

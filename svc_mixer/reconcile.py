@@ -3,11 +3,11 @@
 For room R with view {livemeta, mixer, janus} (the reconcile runtime's cache):
 
 - it should run here when ``livemeta.status == onair`` and ``livemeta.mixerId`` is this mixer:
-  ``Mixer.ensure`` (start, or restart on exit / new nonce / new forwarder), then the record
-  ``/rooms/R/mixer`` = {id, host, port, status ready, generation} is written if it differs,
+  ``Mixer.ensure_stream`` (start, or restart on exit / new nonce / new forwarder), then the
+  record ``/rooms/R/mixer`` = {id, host, port, status ready, generation} is written if it differs,
   compared with the cached mod revision (a concurrent writer makes it a Conflict: retried);
-- otherwise (removing, moved to another mixer, deleted): ``Mixer.stop_room`` (FFmpeg gone,
-  ENDLIST, files removed, port freed) and the record is deleted only if it still names this
+- otherwise (removing, moved to another mixer, deleted): ``Mixer.teardown_stream`` (FFmpeg
+  gone, ENDLIST, files removed, port freed) and the record is deleted only if it still names this
   mixer, at the mod revision read, so a record the new mixer wrote is never removed;
 - when the room is gone from etcd altogether, its HLS dir is removed once it has not changed
   for ``HLS_DELETE_GRACE`` (the room is enqueued again for then).
@@ -113,7 +113,7 @@ class RoomReconciler:
             generation=livemeta.generation,
             forwarder=forwarder_of(janus),
         )
-        port = await self.mixer.ensure(spec)
+        port = await self.mixer.ensure_stream(spec)
         desired = records.MixerRecord(
             id=self.mixer_id,
             host=self.host,
@@ -137,7 +137,7 @@ class RoomReconciler:
     ) -> None:
         # moved to another mixer: the stream goes on there, so no ENDLIST here
         moved = livemeta is not None and livemeta.status is records.LiveStatus.ONAIR
-        await self.mixer.stop_room(room_id, end_stream=not moved)
+        await self.mixer.teardown_stream(room_id, end_playlist=not moved)
         if record is not None and record.id == self.mixer_id:
             revision = self._mod_revision(room_id, "mixer")
             if revision is not None:
@@ -166,7 +166,7 @@ class RoomReconciler:
             livemeta = cache.get(ROOMS, room_id, "livemeta")
             if not should_run(livemeta, self.mixer_id):
                 moved = livemeta is not None and livemeta.status is records.LiveStatus.ONAIR
-                await self.mixer.stop_room(room_id, end_stream=not moved)
+                await self.mixer.teardown_stream(room_id, end_playlist=not moved)
         hls_dir = self.mixer.settings.hls_dir
         if hls_dir.exists():
             self.leftover_dirs = sorted(

@@ -1,11 +1,12 @@
 """The mixer's domain: one supervised FFmpeg per room it serves, its port and its files.
 
-``Mixer.ensure(spec)`` makes a room run (idempotent): it reserves the room's RTP port, writes
-the SDP, the AES key (``common.hlskey``) and the key info with a fresh IV, and starts FFmpeg;
-it restarts FFmpeg when it has exited, when the room's key changed (new livemeta nonce) or when
-the Janus forwarder feeding it changed (a new RTP stream: FFmpeg would stall ~30 s on the new
-timestamps). ``Mixer.stop_room`` stops FFmpeg (SIGTERM, SIGKILL after a timeout), ends the
-playlist with ``#EXT-X-ENDLIST``, removes the room's state files and frees its port.
+A room's stream is its FFmpeg, RTP port and files. ``Mixer.ensure_stream(spec)`` makes it run
+(idempotent): it reserves the room's RTP port, writes the SDP, the AES key (``common.hlskey``)
+and the key info with a fresh IV, and starts FFmpeg; it restarts FFmpeg when it has exited,
+when the room's key changed (new livemeta nonce) or when the Janus forwarder feeding it changed
+(a new RTP stream: FFmpeg would stall ~30 s on the new timestamps). ``Mixer.teardown_stream``
+stops FFmpeg (SIGTERM, SIGKILL after a timeout), ends the playlist with ``#EXT-X-ENDLIST``,
+removes the room's state files and frees its port.
 
 When FFmpeg exits on its own the mixer does not restart it here: it calls ``on_exit(room,
 delay_s)`` and the reconciler's scheduler runs the room again after that delay (exponential
@@ -129,7 +130,6 @@ class Mixer:
         self._keys_dir = state / "keys"
         self._rooms: dict[str, _Room] = {}
         self.restarts = 0
-        self.unexpected_exits = 0
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -146,9 +146,6 @@ class Mixer:
     def pid_of(self, room_id: str) -> int | None:
         room = self._rooms.get(room_id)
         return room.proc.pid if room and room.proc and room.proc.is_running else None
-
-    def port_of(self, room_id: str) -> int | None:
-        return self.pool.get(room_id)
 
     def cpu_seconds(self) -> float:
         """CPU time so far of the FFmpegs running now."""
@@ -181,7 +178,7 @@ class Mixer:
 
     # -- rooms ---------------------------------------------------------------------------------
 
-    async def ensure(self, spec: RoomSpec) -> int:
+    async def ensure_stream(self, spec: RoomSpec) -> int:
         """Make the room run as ``spec`` says; returns its RTP port. Idempotent."""
         room = self._rooms.get(spec.room_id)
         if room is None:
@@ -207,18 +204,18 @@ class Mixer:
             await self._start(room, reason="ffmpeg exited")
         return room.port
 
-    async def stop_room(self, room_id: str, *, end_stream: bool = True) -> bool:
-        """Stop the room (if it runs), end its playlist, remove its files, free its port.
+    async def teardown_stream(self, room_id: str, *, end_playlist: bool = True) -> bool:
+        """Stop the room's FFmpeg (if it runs), end its playlist, remove its files, free its port.
 
-        ``end_stream=False`` (the room moved to another mixer, which may write the same HLS dir
-        and continue the playlist) leaves the playlist open. Idempotent; also cleans up a room
+        ``end_playlist=False`` (the room moved to another mixer, which may write the same HLS
+        dir and continue the playlist) leaves the playlist open. Idempotent; also cleans up a room
         this run never started (left by a previous run). Returns True when something was done.
         """
         room = self._rooms.pop(room_id, None)
         if room is not None:
             await self._halt(room)
         playlist = self.out_dir(room_id) / PLAYLIST_NAME
-        ended = end_stream and hls.end_playlist(playlist)
+        ended = end_playlist and hls.end_playlist(playlist)
         for path in self._files(room_id):
             path.unlink(missing_ok=True)
         self.registry.forget(room_id)
@@ -313,7 +310,6 @@ class Mixer:
         if room.is_stopping or self._rooms.get(room_id) is not room or room.proc is not proc:
             return
         self.registry.forget(room_id)
-        self.unexpected_exits += 1
         FFMPEG_EXITS.inc()
         ran_s = time.monotonic() - proc.started_at
         room.crashes = 0 if ran_s >= HEALTHY_RUN_S else room.crashes + 1

@@ -42,7 +42,7 @@ def create_app(access: ViewerAccess, status: Callable[[], Mapping[str, Any]]) ->
 
     @get("/hls/rooms/{room_id:str}/enc.key", summary="The room's AES-128 HLS key (viewer token)")
     async def enc_key(room_id: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        key = await access.room_key(room_id, request.headers.get("authorization"))
+        key = await access.hls_key(room_id, request.headers.get("authorization"))
         return Response(content=key, media_type="application/octet-stream", headers=KEY_HEADERS)
 
     @get("/health", sync_to_thread=False)

@@ -3,7 +3,7 @@
 - ``issue_token(roomId)``: only for a room whose livemeta is ``onair`` (the reference issued
   tokens for any id, existing or not), a JWT (HS256) with ``roomId``, a random ``sub``,
   ``aud: "hls"``, ``iat`` and ``exp`` (``VIEWER_TOKEN_TTL``; the reference's never expired).
-- ``room_key(roomId, authorization)``: the room's 16-byte key (``common.hlskey``, the same
+- ``hls_key(roomId, authorization)``: the room's 16-byte key (``common.hlskey``, the same
   derivation the mixer encrypts with) for ``Authorization: Bearer <viewer token of that
   room>``. No cache (the reference's LRU, keyed by room only, kept serving a stopped room's
   or an old nonce's key): each request reads the livemeta, so a restarted room's new key is
@@ -103,7 +103,7 @@ class ViewerAccess:
         if not isinstance(token_room, str) or not hmac.compare_digest(token_room.encode(), room_id.encode()):
             raise Forbidden("viewer token is for another room")
 
-    async def room_key(self, room_id: str, authorization: str | None) -> bytes:
+    async def hls_key(self, room_id: str, authorization: str | None) -> bytes:
         validate_room_id(room_id)
         self.check_token(room_id, authorization)
         meta = await self._onair(room_id)

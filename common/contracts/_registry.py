@@ -58,7 +58,6 @@ __all__ = [
     "OPERATOR",
     "STATE_RELAY",
     "Contract",
-    "Parameter",
     "contract_for",
     "contracts",
     "validate_payload",

@@ -32,7 +32,7 @@ from jsonschema.exceptions import ValidationError
 
 from common.records import SCHEMA_METADATA, parse_time, wire_name
 
-__all__ = ["DIALECT", "record_schema", "strict_validator"]
+__all__ = ["record_schema", "strict_validator"]
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

@@ -41,7 +41,7 @@ async def test_producer_message_validates_and_a_consumer_accepts_it(
             [number] = await rooms_by_description(bridge, room_id)
             # Janus loses the room (as in a restart): the manager rebuilds it and announces it.
             secret = room_secret(manager_config.admin_secret, manager_config.janus_id, room_id, number)
-            await bridge.destroy_room(number, secret=secret)
+            await bridge.destroy_audiobridge_room(number, secret=secret)
             await eventually(lambda: len(got) == 1, 10, "janus_restarted published")
             rebuilt = await store.get(StateKey("rooms", room_id, "janus"))
         assert validate_payload(got[0].subject, got[0].data) is contract

@@ -1,9 +1,14 @@
-"""infra/stack.py's decisions without servers: secrets, stop order, process identities."""
+"""infra/stack.py's decisions without real servers: secrets, stop order, process identities, RPC."""
 
 from __future__ import annotations
 
+import base64
+import http.server
 import os
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +94,52 @@ def test_process_identity_of_a_running_process_and_of_none() -> None:
     proc.wait()
     assert ident is not None and not ident.is_running()
     assert stack.ProcessIdentity.of(proc.pid) is None
+
+
+def test_rpc_to_a_silent_supervisord_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(tmp_path)
+    stack.make_run_dir(settings)
+    monkeypatch.setattr(stack, "RPC_TIMEOUT_S", 0.3)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(stack.socket_path(settings)))
+        silent.listen()  # connects, never answers
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            stack.rpc(settings, "getPID")
+        assert time.monotonic() - started < 5
+    assert socket.getdefaulttimeout() is None, "the default socket timeout is restored"
+
+
+def test_rpc_over_the_loopback_port_sends_the_password(tmp_path: Path) -> None:
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers["Authorization"])
+            body = b"<?xml version='1.0'?><methodResponse><params><param><value><int>4242</int>"
+            body += b"</value></param></params></methodResponse>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            run = tmp_path / "run"
+            settings = stack.Settings.from_env(
+                {"RUN_DIR": str(run), "SUPERVISOR_PORT": str(server.server_port)}
+            )
+            stack.make_run_dir(settings)
+            (run / "supervisor.secret").write_text("stack s3cret\n")
+            assert stack.supervisord_pid(settings) == 4242
+        finally:
+            server.shutdown()
+            thread.join(5)
+    assert seen == ["Basic " + base64.b64encode(b"stack:s3cret").decode()]

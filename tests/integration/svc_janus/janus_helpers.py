@@ -142,7 +142,7 @@ def bridge_for(client: JanusClient, janus: JanusServer) -> AudioBridge:
 
 
 async def rooms_by_description(bridge: AudioBridge, room_id: str) -> list[int]:
-    return sorted(r.room for r in await bridge.list_rooms() if r.description == room_id)
+    return sorted(r.room for r in await bridge.list_audiobridge_rooms() if r.description == room_id)
 
 
 class RtpSpeaker:
@@ -277,7 +277,7 @@ def decode_frequency(packets: list[bytes]) -> tuple[float, float]:
 
 async def random_free_room(bridge: AudioBridge) -> int:
     """A six-digit room id not in use on this Janus now."""
-    used = {r.room for r in await bridge.list_rooms()}
+    used = {r.room for r in await bridge.list_audiobridge_rooms()}
     while (number := random_room_number()) in used:
         pass
     return number

@@ -44,10 +44,10 @@ async def test_session_and_info(client: JanusClient) -> None:
 async def test_audiobridge_requests(client: JanusClient, janus_server: JanusServer) -> None:
     bridge = AudioBridge(client, admin_key=janus_server.admin_key)
     room = await random_free_room(bridge)
-    await bridge.create_room(room, description="client-shapes", secret="s1", pin="abc123")
+    await bridge.create_audiobridge_room(room, description="client-shapes", secret="s1", pin="abc123")
     try:
         assert await bridge.exists(room)
-        listed = {r.room: r for r in await bridge.list_rooms()}
+        listed = {r.room: r for r in await bridge.list_audiobridge_rooms()}
         assert listed[room].description == "client-shapes" and listed[room].pin_required
         rx = OpusReceiver()
         try:
@@ -76,7 +76,7 @@ async def test_audiobridge_requests(client: JanusClient, janus_server: JanusServ
         assert [p["display"] for p in await bridge.list_participants(room)] == ["t"]
         await client.detach(handle)
     finally:
-        await bridge.destroy_room(room, secret="s1")
+        await bridge.destroy_audiobridge_room(room, secret="s1")
     assert not await bridge.exists(room)
     assert await rooms_by_description(bridge, "client-shapes") == []
 
@@ -84,13 +84,13 @@ async def test_audiobridge_requests(client: JanusClient, janus_server: JanusServ
 async def test_plugin_errors_are_typed(client: JanusClient, janus_server: JanusServer) -> None:
     bridge = AudioBridge(client, admin_key=janus_server.admin_key)
     room = await random_free_room(bridge)
-    await bridge.create_room(room, description="client-errors", secret="s2")
+    await bridge.create_audiobridge_room(room, description="client-errors", secret="s2")
     try:
         with pytest.raises(Conflict) as exists:
-            await bridge.create_room(room, description="again", secret="s2")
+            await bridge.create_audiobridge_room(room, description="again", secret="s2")
         assert exists.value.fields["janus_code"] == 486
         with pytest.raises(Unauthorized) as wrong:
-            await bridge.destroy_room(room, secret="wrong")
+            await bridge.destroy_audiobridge_room(room, secret="wrong")
         assert wrong.value.fields["janus_code"] == 489
         with pytest.raises(NotFound) as missing:
             await bridge.stop_rtp_forward(room + 1 if room < 999_999 else 100_000, secret="x", stream_id=1)
@@ -105,11 +105,11 @@ async def test_plugin_errors_are_typed(client: JanusClient, janus_server: JanusS
         assert no_key.value.fields["janus_code"] == 483
         wrong_key = AudioBridge(client, admin_key="not-the-key")
         with pytest.raises(Unauthorized):
-            await wrong_key.create_room(room, description="x", secret="y")
+            await wrong_key.create_audiobridge_room(room, description="x", secret="y")
     finally:
-        await bridge.destroy_room(room, secret="s2")
+        await bridge.destroy_audiobridge_room(room, secret="s2")
     with pytest.raises(NotFound):
-        await bridge.destroy_room(room, secret="s2")
+        await bridge.destroy_audiobridge_room(room, secret="s2")
 
 
 async def test_core_errors_are_typed(client: JanusClient) -> None:
@@ -139,7 +139,7 @@ async def test_keepalive_keeps_the_session_past_session_timeout(tmp_path: Path) 
             assert json.loads(await ws.recv())["error"]["code"] == 458
             await asyncio.sleep(1)
             assert c.session == first and c.keepalives_sent >= 3
-            assert await AudioBridge(c, admin_key=janus.admin_key).list_rooms() is not None
+            assert await AudioBridge(c, admin_key=janus.admin_key).list_audiobridge_rooms() is not None
     finally:
         janus.stop()
 

@@ -184,7 +184,7 @@ async def test_rebuild_adopts_rooms_and_removes_orphans(
         await bridge.rtp_forward(number, secret=secret, host="127.0.0.1", port=stale.port)
         await stop_room(store, drop)
         orphan_number = await random_free_room(bridge)
-        await bridge.create_room(
+        await bridge.create_audiobridge_room(
             orphan_number, description=orphan, secret=_secret(manager_config, orphan, orphan_number)
         )
         async with running(manager_config) as app:

@@ -224,7 +224,7 @@ async def test_manager_killed_leaves_no_duplicates_or_orphans(
         rx.close()
         for room_id in [*keep, dropped]:
             for number in await rooms_by_description(bridge, room_id):
-                await bridge.destroy_room(
+                await bridge.destroy_audiobridge_room(
                     number, secret=room_secret(janus_server.admin_key, janus_id, room_id, number)
                 )
 
@@ -253,7 +253,7 @@ async def test_periodic_check_recreates_a_room_janus_lost(
             await eventually(lambda: store.get(StateKey("rooms", room_id, "janus")), 10, "record")
             [number] = await rooms_by_description(bridge, room_id)
             session = app.client.session
-            await bridge.destroy_room(
+            await bridge.destroy_audiobridge_room(
                 number,
                 secret=room_secret(manager_config.admin_secret, manager_config.janus_id, room_id, number),
             )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
@@ -16,9 +15,6 @@ from common import logging as applog
 from common.config import ConfigError
 from common.errors import NotFound, log_error
 from common.logging import (
-    bind_log_fields,
-    current_log_fields,
-    get_logger,
     level_env_names,
     resolve_level,
     screaming_snake,
@@ -152,13 +148,13 @@ def test_levels_apply_to_loggers_created_before_and_after_setup(tmp_path: Path) 
     before_other = logging.getLogger(uniq("Other"))
     env = {f"LOG_LEVEL__{key}__JANUS_WORKER": "debug", f"LOG_LEVEL__{key}": "error", "LOG_LEVEL": "warn"}
     setup_logging("svc_test", env=env, config_file="")
-    after = get_logger(mod).module("MixerWorker")
-    after_leaf = get_logger(mod).module("JanusWorker").module("Conn")
+    after = logging.getLogger(mod).getChild("MixerWorker")
+    after_leaf = logging.getLogger(mod).getChild("JanusWorker").getChild("Conn")
     assert before.getEffectiveLevel() == logging.DEBUG
     assert before_other.getEffectiveLevel() == logging.WARNING
     assert after.name == f"{mod}.MixerWorker"
-    assert after.logger.getEffectiveLevel() == logging.ERROR
-    assert after_leaf.logger.getEffectiveLevel() == logging.DEBUG
+    assert after.getEffectiveLevel() == logging.ERROR
+    assert after_leaf.getEffectiveLevel() == logging.DEBUG
     assert logging.getLogger(uniq("svc_late")).getEffectiveLevel() == logging.WARNING
     assert logging.getLogger().level == logging.WARNING
 
@@ -174,13 +170,6 @@ def test_teardown_restores_levels_and_logger_class() -> None:
     assert existing.level == logging.ERROR
     assert logging.getLoggerClass() is cls
     assert logging.getLogger(uniq("fresh")).level == logging.NOTSET
-
-
-def test_module_name_must_be_one_segment() -> None:
-    with pytest.raises(ValueError, match="segment"):
-        get_logger("A").module("B.C")
-    with pytest.raises(ValueError, match="segment"):
-        get_logger("A").module("")
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -205,13 +194,12 @@ def test_json_lines_carry_core_keys_and_fields(tmp_path: Path) -> None:
     name = uniq("svc_rooms.api")
     log = logging.getLogger(name)
     log.info("plain %s", "arg")
-    with bind_log_fields(room_id="r1"):
-        log.warning("with room", extra={"fields": {"attempt": 2, "msg": "clash"}})
+    log.warning("with room", extra={"fields": {"room_id": "r1", "attempt": 2, "msg": "clash"}})
     log_error(log, NotFound("no such room", room_id="r9"), "get room")
     try:
         raise RuntimeError("boom")
     except RuntimeError:
-        get_logger(name).exception("failed")
+        logging.getLogger(name).exception("failed")
     rows = [json.loads(line) for line in lines(out)]
     assert [r["msg"] for r in rows] == [
         "plain arg",
@@ -243,10 +231,9 @@ def test_console_lines(tmp_path: Path) -> None:
     conf, out = log_config(tmp_path, format="console", color=False)
     setup_logging("svc_mixer", env={}, config_file=conf)
     name = uniq("svc_mixer.ffmpeg")
-    with bind_log_fields(room_id="r2"):
-        logging.getLogger(name).info(
-            "started pid=%d", 7, extra={"fields": {"cmd": "ffmpeg -i x", "port": 10000}}
-        )
+    logging.getLogger(name).info(
+        "started pid=%d", 7, extra={"fields": {"room_id": "r2", "cmd": "ffmpeg -i x", "port": 10000}}
+    )
     try:
         raise ValueError("bad")
     except ValueError:
@@ -279,8 +266,8 @@ def test_levels_filter_output(tmp_path: Path) -> None:
         env={"LOG_LEVEL": "error", f"LOG_LEVEL__{screaming_snake(mod)}": "debug"},
         config_file=conf,
     )
-    get_logger(mod).debug("kept")
-    get_logger(uniq("Other")).warning("dropped")
+    logging.getLogger(mod).debug("kept")
+    logging.getLogger(uniq("Other")).warning("dropped")
     assert [json.loads(x)["msg"] for x in lines(out)] == ["kept"]
 
 
@@ -316,23 +303,6 @@ def test_unwritable_output(tmp_path: Path) -> None:
     conf.write_text(json.dumps({"output": str(tmp_path / "no" / "dir" / "x.log")}), encoding="utf-8")
     with pytest.raises(ConfigError, match="log output"):
         setup_logging("svc", env={}, config_file=conf)
-
-
-# -- bound fields ----------------------------------------------------------------------------
-
-
-async def test_bound_fields_nest_and_follow_tasks() -> None:
-    assert dict(current_log_fields()) == {}
-    with bind_log_fields(room_id="r1"):
-        with bind_log_fields(user_id="u1"):
-            assert dict(current_log_fields()) == {"room_id": "r1", "user_id": "u1"}
-
-            async def child() -> dict[str, object]:
-                return dict(current_log_fields())
-
-            assert await asyncio.create_task(child()) == {"room_id": "r1", "user_id": "u1"}
-        assert dict(current_log_fields()) == {"room_id": "r1"}
-    assert dict(current_log_fields()) == {}
 
 
 def test_module_exports_exist() -> None:

@@ -30,7 +30,9 @@ class FakeBridge:
         self.taken: set[int] = set()
         self.next_stream = 1
 
-    async def create_room(self, room: int, *, description: str, secret: str, pin: str = "", **_: Any) -> None:
+    async def create_audiobridge_room(
+        self, room: int, *, description: str, secret: str, pin: str = "", **_: Any
+    ) -> None:
         self.calls.append(("create", room))
         if room in self.rooms or room in self.taken:
             raise Conflict("exists")
@@ -41,14 +43,14 @@ class FakeBridge:
         self.calls.append(("edit", room))
         self.rooms[room]["pin"] = pin
 
-    async def destroy_room(self, room: int, *, secret: str) -> None:
+    async def destroy_audiobridge_room(self, room: int, *, secret: str) -> None:
         self.calls.append(("destroy", room))
         if room not in self.rooms:
             raise NotFound("no such room")
         del self.rooms[room]
         del self.forwarders[room]
 
-    async def list_rooms(self) -> list[RoomInfo]:
+    async def list_audiobridge_rooms(self) -> list[RoomInfo]:
         return [
             RoomInfo(room=n, description=r["description"], num_participants=0, pin_required=False)
             for n, r in self.rooms.items()
@@ -99,17 +101,17 @@ def test_room_secret_is_derived_and_specific() -> None:
     )
 
 
-async def test_ensure_room_creates_once_and_keeps_the_pin_in_sync() -> None:
+async def test_ensure_audiobridge_room_creates_once_and_keeps_the_pin_in_sync() -> None:
     bridge = FakeBridge()
     svc = make(bridge)
-    held = await svc.ensure_room("room-1", pin="111111")
+    held = await svc.ensure_audiobridge_room("room-1", pin="111111")
     assert bridge.rooms[held.janus_room_id] == {
         "description": "room-1",
         "secret": held.secret,
         "pin": "111111",
     }
-    assert await svc.ensure_room("room-1", pin="111111") is held
-    await svc.ensure_room("room-1", pin="222222")
+    assert await svc.ensure_audiobridge_room("room-1", pin="111111") is held
+    await svc.ensure_audiobridge_room("room-1", pin="222222")
     assert bridge.rooms[held.janus_room_id]["pin"] == "222222"
     assert [c[0] for c in bridge.calls] == ["create", "edit"]
 
@@ -120,25 +122,25 @@ async def test_collisions_retry_then_give_up(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr("svc_janus.service.random_room_number", lambda: next(numbers))
     bridge.taken = {200001, 200002}
     svc = make(bridge)
-    held = await svc.ensure_room("room-1", pin="")
+    held = await svc.ensure_audiobridge_room("room-1", pin="")
     assert held.janus_room_id == 200003
     bridge2 = FakeBridge()
     bridge2.taken = set(range(100000, 1000000))
     with pytest.raises(Conflict, match="after 5 attempts"):
-        await make(bridge2).ensure_room("room-1", pin="")
+        await make(bridge2).ensure_audiobridge_room("room-1", pin="")
     assert len(bridge2.calls) == CREATE_ATTEMPTS
 
 
 async def test_preferred_id_is_tried_first() -> None:
     bridge = FakeBridge()
-    held = await make(bridge).ensure_room("room-1", pin="", preferred_id=654321)
+    held = await make(bridge).ensure_audiobridge_room("room-1", pin="", preferred_id=654321)
     assert held.janus_room_id == 654321
 
 
 async def test_forwarder_follows_the_mixer_stop_before_create() -> None:
     bridge = FakeBridge()
     svc = make(bridge)
-    held = await svc.ensure_room("room-1", pin="")
+    held = await svc.ensure_audiobridge_room("room-1", pin="")
     n = held.janus_room_id
     await svc.ensure_forwarder("room-1", "127.0.0.1", 5000)
     await svc.ensure_forwarder("room-1", "127.0.0.1", 5000)
@@ -147,25 +149,25 @@ async def test_forwarder_follows_the_mixer_stop_before_create() -> None:
     assert [(f.host, f.port) for f in bridge.forwarders[n]] == [("127.0.0.1", 5002)]
 
 
-async def test_release_stops_forwarders_before_destroying_and_tolerates_gone_rooms() -> None:
+async def test_teardown_stops_forwarders_before_destroying_and_tolerates_gone_rooms() -> None:
     bridge = FakeBridge()
     svc = make(bridge)
-    n = (await svc.ensure_room("room-1", pin="")).janus_room_id
+    n = (await svc.ensure_audiobridge_room("room-1", pin="")).janus_room_id
     await svc.ensure_forwarder("room-1", "127.0.0.1", 5000)
-    await svc.release("room-1")
+    await svc.teardown_audiobridge_room("room-1")
     assert bridge.calls[-2:] == [("stop", n), ("destroy", n)]
     assert svc.held == {}
-    n2 = (await svc.ensure_room("room-2", pin="")).janus_room_id
+    n2 = (await svc.ensure_audiobridge_room("room-2", pin="")).janus_room_id
     del bridge.rooms[n2]  # Janus lost it already
-    await svc.release("room-2")
+    await svc.teardown_audiobridge_room("room-2")
     assert svc.held == {}
 
 
 async def test_find_lost_reports_only_rooms_janus_no_longer_has() -> None:
     bridge = FakeBridge()
     svc = make(bridge)
-    a = await svc.ensure_room("room-a", pin="")
-    await svc.ensure_room("room-b", pin="")
+    a = await svc.ensure_audiobridge_room("room-a", pin="")
+    await svc.ensure_audiobridge_room("room-b", pin="")
     del bridge.rooms[a.janus_room_id]
     assert await svc.find_lost() == ["room-a"]
     assert set(svc.held) == {"room-b"}
@@ -177,13 +179,15 @@ async def test_rebuild_adopts_dedups_and_removes_orphans() -> None:
     svc = make(bridge)
 
     async def janus_room(room_id: str, number: int) -> None:
-        await bridge.create_room(number, description=room_id, secret=svc.secret_for(room_id, number))
+        await bridge.create_audiobridge_room(
+            number, description=room_id, secret=svc.secret_for(room_id, number)
+        )
 
     await janus_room("keep-1", 111111)
     await janus_room("keep-1", 222222)  # a duplicate (crash between create and record)
     await janus_room("orphan-1", 333333)
     await janus_room("fwd-1", 444444)
-    await bridge.create_room(555555, description="not a room id!", secret="other")
+    await bridge.create_audiobridge_room(555555, description="not a room id!", secret="other")
     good = await bridge.rtp_forward(444444, secret="", host="127.0.0.1", port=6000)
     await bridge.rtp_forward(444444, secret="", host="127.0.0.1", port=6002)
     await svc.rebuild(

@@ -52,11 +52,11 @@ async def test_token_for_onair_room_then_key() -> None:
     claims = jwt.decode(issued.token, SECRET, algorithms=["HS256"], audience=VIEWER_AUDIENCE)
     assert claims["roomId"] == "room-1"
     assert claims["exp"] - claims["iat"] == issued.expires_in_s == 60
-    key = await access.room_key("room-1", f"Bearer {issued.token}")
+    key = await access.hls_key("room-1", f"Bearer {issued.token}")
     assert key == derive_hls_key(KEY_SECRET, "room-1", "nonce-1")
     # a restarted room (new nonce) is served its new key, no stale cache
     rooms["room-1"] = _onair("nonce-2")
-    assert await access.room_key("room-1", f"Bearer {issued.token}") == derive_hls_key(
+    assert await access.hls_key("room-1", f"Bearer {issued.token}") == derive_hls_key(
         KEY_SECRET, "room-1", "nonce-2"
     )
 
@@ -82,7 +82,7 @@ async def test_no_token_for_a_room_not_on_air() -> None:
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer   ", "Basic dXNlcjpwdw=="])
 async def test_missing_token_is_401(header: str | None) -> None:
     with pytest.raises(Unauthorized):
-        await _access({"room-1": _onair()}).room_key("room-1", header)
+        await _access({"room-1": _onair()}).hls_key("room-1", header)
 
 
 async def test_bad_tokens_are_403() -> None:
@@ -101,9 +101,9 @@ async def test_bad_tokens_are_403() -> None:
     }
     for what, token in cases.items():
         with pytest.raises(Forbidden):
-            await access.room_key("room-1", f"Bearer {token}")
+            await access.hls_key("room-1", f"Bearer {token}")
             pytest.fail(what)
-    assert len(await access.room_key("room-1", f"Bearer {good}")) == 16
+    assert len(await access.hls_key("room-1", f"Bearer {good}")) == 16
 
 
 async def test_expired_token_is_403() -> None:
@@ -113,7 +113,7 @@ async def test_expired_token_is_403() -> None:
     access = _access({"room-1": _onair()}, clock)
     expired = (await access.issue_token("room-1")).token
     with pytest.raises(Forbidden, match="expired"):
-        await access.room_key("room-1", f"Bearer {expired}")
+        await access.hls_key("room-1", f"Bearer {expired}")
 
 
 async def test_valid_token_but_room_stopped_is_404() -> None:
@@ -122,4 +122,4 @@ async def test_valid_token_but_room_stopped_is_404() -> None:
     token = (await access.issue_token("room-1")).token
     del rooms["room-1"]
     with pytest.raises(NotFound):
-        await access.room_key("room-1", f"Bearer {token}")
+        await access.hls_key("room-1", f"Bearer {token}")
