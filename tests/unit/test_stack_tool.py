@@ -143,3 +143,27 @@ def test_rpc_over_the_loopback_port_sends_the_password(tmp_path: Path) -> None:
             server.shutdown()
             thread.join(5)
     assert seen == ["Basic " + base64.b64encode(b"stack:s3cret").decode()]
+
+
+def test_unstable_is_pinned_to_janus_and_its_library_only() -> None:
+    pin = stack.unstable_pin_text()
+    stanzas = [s for s in pin.split("\n\n") if "Package:" in s]
+    assert "Package: *" in stanzas[0] and "Pin-Priority: -1" in stanzas[0]
+    assert "Package: janus libconfig15" in stanzas[1] and "Pin-Priority: 500" in stanzas[1]
+    assert all("Pin: release a=unstable" in s for s in stanzas)
+    assert stack.unstable_source_text("http://m/debian") == (
+        "deb [check-valid-until=no] http://m/debian unstable main\n"
+    )
+
+
+def test_debian_mirror_comes_from_the_existing_sources(tmp_path: Path) -> None:
+    deb822 = tmp_path / "debian.sources"
+    deb822.write_text(
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: trixie trixie-updates\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: trixie-security\n"
+    )
+    legacy = tmp_path / "sources.list"
+    legacy.write_text("deb http://other.example/debian trixie main\n")
+    assert stack.debian_mirror([tmp_path / "missing", deb822, legacy]) == "http://mirror.example/debian"
+    assert stack.debian_mirror([legacy]) == "http://other.example/debian"
+    assert stack.debian_mirror([tmp_path / "missing"]) == stack.DEFAULT_DEBIAN_MIRROR
