@@ -150,7 +150,8 @@ class Settings:
 # these are what lets them start.
 SECRETS: dict[str, int] = {
     "API_TOKEN": 32,  # svc_rooms: every write (create/stop rooms, marks)
-    "JWT_SECRET": 32,  # svc_users and svc_gateway: user and viewer JWTs (HS256)
+    "JWT_SECRET": 32,  # svc_users and svc_gateway: user JWTs (HS256)
+    "VIEWER_TOKEN_SECRET": 32,  # svc_users: HLS viewer tokens (HS256), distinct from user JWTs
     "HLS_KEY_SECRET": 32,  # svc_mixer and svc_users: the rooms' AES-128 keys are derived from it
     "JANUS_ADMIN_SECRET": 24,  # Janus Admin API
     "JANUS_ADMIN_KEY": 24,  # AudioBridge admin_key (svc_janus's ADMIN_SECRET)

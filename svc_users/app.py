@@ -39,7 +39,7 @@ async def main(config: Config, stop: asyncio.Event) -> None:
             return None if found is None else found.record
 
         access = ViewerAccess(
-            jwt_secret=config.jwt_secret,
+            token_secret=config.viewer_token_secret,
             hls_key_secret=config.hls_key_secret,
             token_ttl_s=config.viewer_token_ttl_s,
             livemeta=livemeta,

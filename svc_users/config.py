@@ -9,13 +9,14 @@ reference, used here for the tokens this service issues), ``ETCD_PREFIX_ROOMS`` 
 reference's users service). The reference constants became keys: ``USER_STATUS_TIMEOUT`` (30 s),
 ``ROOM_MAX_TTL`` (6 h), ``EXPIRY_CHECK_INTERVAL`` (10 s). New: ``HLS_KEY_SECRET``, the server
 secret the rooms' AES-128 keys are derived from (docs/architecture.md, Services; the mixer needs the same),
-``VIEWER_TOKEN_TTL`` (15m: lifetime of the HLS viewer tokens of ``POST /api/token``) and
-``NATS_*``.
+``VIEWER_TOKEN_TTL`` (15m: lifetime of the HLS viewer tokens of ``POST /api/token``),
+``VIEWER_TOKEN_SECRET`` (their signing key, distinct from ``JWT_SECRET`` so a viewer token can
+never pass as a user token) and ``NATS_*``.
 
 Dropped: ``PREFIX_ROOM_STORE`` (unused), the three ``REDIS_*_STREAM`` names and
 ``STREAM_TRIM_INTERVAL`` (user status and kick events go over NATS here), the hlsserver's
-``ENABLE_*_SERVER`` switches and ``*_SERVER_HTTP_ADDR`` (one HTTP server), its own JWT secret
-(one ``JWT_SECRET``), the etcd keepalive/TLS/size keys, ``HTTP_TLS_*`` and ``OTEL_*``.
+``ENABLE_*_SERVER`` switches and ``*_SERVER_HTTP_ADDR`` (one HTTP server), the etcd
+keepalive/TLS/size keys, ``HTTP_TLS_*`` and ``OTEL_*``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ class Config:
     http: HttpSettings = attrs.field(factory=lambda: HttpSettings(addr="127.0.0.1:8085"))
     redis_user_svc_prefix: str = setting("rtcus", help="prefix of Redis keys (user status, rooms)")
     jwt_secret: str = setting(
-        "MY-secret-key-change-in-production", secret=True, help="HS256 key of user and viewer JWTs"
+        "MY-secret-key-change-in-production", secret=True, help="HS256 key of user JWTs (same as svc_gateway)"
+    )
+    viewer_token_secret: str = setting(
+        "dev-viewer-token-secret-change-in-production",
+        secret=True,
+        help="HS256 key of HLS viewer tokens (distinct from JWT_SECRET)",
     )
     jwt_expires_in_s: float = setting(
         3600.0, key="jwt_expires_in", parse=at_least(duration, 1), help="lifetime of issued JWTs"

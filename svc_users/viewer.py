@@ -50,13 +50,13 @@ class ViewerAccess:
     def __init__(
         self,
         *,
-        jwt_secret: str,
+        token_secret: str,
         hls_key_secret: str,
         token_ttl_s: float,
         livemeta: LiveMetaFn,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._jwt_secret = jwt_secret
+        self._token_secret = token_secret
         self._hls_key_secret = hls_key_secret
         self._ttl_s = int(token_ttl_s)
         self._livemeta = livemeta
@@ -79,7 +79,7 @@ class ViewerAccess:
             "iat": now,
             "exp": now + self._ttl_s,
         }
-        return IssuedToken(jwt.encode(claims, self._jwt_secret, algorithm=ALGORITHM), self._ttl_s)
+        return IssuedToken(jwt.encode(claims, self._token_secret, algorithm=ALGORITHM), self._ttl_s)
 
     def check_token(self, room_id: str, authorization: str | None) -> None:
         """Raise unless ``authorization`` is ``Bearer <valid viewer token of room_id>``."""
@@ -89,7 +89,7 @@ class ViewerAccess:
         try:
             claims = jwt.decode(
                 token.strip(),
-                self._jwt_secret,
+                self._token_secret,
                 algorithms=[ALGORITHM],
                 audience=VIEWER_AUDIENCE,
                 options={"require": ["exp", "aud", "roomId"]},

@@ -103,6 +103,7 @@ DOCUMENTED: dict[type, dict[str, str]] = {
         "HTTP_ADDR": "127.0.0.1:8085",
         "REDIS_USER_SVC_PREFIX": "rtcus",
         "JWT_SECRET": "***",
+        "VIEWER_TOKEN_SECRET": "***",
         "JWT_EXPIRES_IN": "3600s",
         "HLS_KEY_SECRET": "***",
         "VIEWER_TOKEN_TTL": "900s",
@@ -116,7 +117,7 @@ SECRETS = {
     JanusConfig: ["ADMIN_SECRET"],
     MixerConfig: ["HLS_KEY_SECRET"],
     GatewayConfig: ["JWT_SECRET", "JANUS_TOKEN_KEY"],
-    UsersConfig: ["JWT_SECRET", "HLS_KEY_SECRET"],
+    UsersConfig: ["JWT_SECRET", "VIEWER_TOKEN_SECRET", "HLS_KEY_SECRET"],
 }
 
 

@@ -15,7 +15,7 @@ from common import records
 from common.hlskey import derive_hls_key
 from common.keys import Keyspace, StateKey
 from common.state import StateStore
-from tests.integration.svc_users.users_helpers import JWT_SECRET, running_users
+from tests.integration.svc_users.users_helpers import VIEWER_TOKEN_SECRET, running_users
 from tests.servers import EtcdServer, NatsServer
 
 KEY_SECRET = "users-test-key-secret-0123456789abcdef"
@@ -66,7 +66,9 @@ async def test_token_only_for_onair_rooms(http: httpx.AsyncClient, store: StateS
     assert (await http.post("/api/token", json={"roomId": "room-1", "extra": 1})).status_code == 400
     assert (await http.post("/api/token", content=b"")).status_code == 400
     await store.put(StateKey("rooms", "room-1", "livemeta"), _onair("n1"))
-    claims = jwt.decode(await _token(http, "room-1"), JWT_SECRET, algorithms=["HS256"], audience="hls")
+    claims = jwt.decode(
+        await _token(http, "room-1"), VIEWER_TOKEN_SECRET, algorithms=["HS256"], audience="hls"
+    )
     assert claims["roomId"] == "room-1"
 
 

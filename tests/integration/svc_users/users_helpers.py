@@ -13,8 +13,9 @@ from svc_users.app import main as users_main
 from svc_users.config import Config
 from tests.servers import LOOPBACK, free_port
 
-__all__ = ["JWT_SECRET", "running_users"]
+__all__ = ["VIEWER_TOKEN_SECRET", "running_users"]
 
+VIEWER_TOKEN_SECRET = "test-viewer-token-secret-0123456789abcdef"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123"
 
 
@@ -33,6 +34,7 @@ async def running_users(
             "ETCD_PREFIX_MIXERS": keyspace.prefix("mixers"),
             "NATS_SERVERS": nats_url,
             "JWT_SECRET": JWT_SECRET,
+            "VIEWER_TOKEN_SECRET": VIEWER_TOKEN_SECRET,
             "HLS_KEY_SECRET": hls_key_secret,
             **env,
         }

@@ -37,7 +37,7 @@ def _access(rooms: dict[str, records.LiveMeta], clock: Clock | None = None) -> V
         return rooms.get(room_id)
 
     return ViewerAccess(
-        jwt_secret=SECRET,
+        token_secret=SECRET,
         hls_key_secret=KEY_SECRET,
         token_ttl_s=60,
         livemeta=livemeta,
