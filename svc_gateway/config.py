@@ -4,7 +4,7 @@ Kept from the reference: ``WS_HTTP_ADDR`` (127.0.0.1:8081), ``REDIS_USER_SVC_PRE
 prefix of the per-user connection lock), ``JWT_SECRET``, ``JANUS_TOKEN_KEY`` (exactly 32 bytes),
 ``ALLOWED_ORIGINS`` (``*``), ``ETCD_PREFIX_ROOMS`` / ``ETCD_PREFIX_JANUSES`` (the reference's
 ``ETCD_PREFIX_ROOM_STORE`` / ``ETCD_PREFIX_JANUS_STORE``) and the common blocks (``REDIS_*``).
-Both secrets are refused at their defaults when ``APP_ENV=production``. New: ``NATS_*``,
+Both secrets are refused at their defaults unless ``APP_ENV=development``. New: ``NATS_*``,
 ``JANUS_WS_PORT`` (8188), ``CONN_LOCK_TTL`` (30 s, what the reference meant: its lock TTL was a
 µs/ms bug) and ``WS_PING_INTERVAL`` (10 s, a reference constant).
 

@@ -2,7 +2,7 @@
 
 Kept from the reference: ``JANUS_ID`` (janus1), ``JANUS_ADV_HOST`` (127.0.0.1 instead of the
 container name; the host put in the heartbeat), ``JANUS_CAPACITY`` (10), ``ADMIN_SECRET`` (the
-AudioBridge ``admin_key``; refused at its default in production), ``CANARY_ROOM_ID`` (999999),
+AudioBridge ``admin_key``; refused at its default unless APP_ENV=development), ``CANARY_ROOM_ID`` (999999),
 ``LEASE_TTL`` (10s), ``HTTP_ADDR`` (127.0.0.1:3002, not 8080: nginx owns 127.0.0.1:8080 here),
 ``ETCD_PREFIX_ROOMS`` / ``ETCD_PREFIX_JANUSES`` and the common blocks. The reference constants
 monitor interval 5 s and keepalive 15 s became ``MONITOR_INTERVAL`` and ``KEEPALIVE_INTERVAL``

@@ -3,7 +3,7 @@
 svc_users also takes over the old ``hlsserver`` (viewer tokens and the HLS key endpoint).
 
 Kept from the reference: ``HTTP_ADDR`` (127.0.0.1:8085), ``REDIS_USER_SVC_PREFIX`` (rtcus),
-``JWT_SECRET`` (refused at its default in production), ``JWT_EXPIRES_IN`` (1h; unused in the
+``JWT_SECRET`` (refused at its default unless APP_ENV=development), ``JWT_EXPIRES_IN`` (1h; unused in the
 reference, used here for the tokens this service issues), ``ETCD_PREFIX_ROOMS`` (the reference's
 ``ETCD_ROOM_PREFIX``) and the common blocks, including ``APP_SHUTDOWN_TIMEOUT`` (missing in the
 reference's users service). The reference constants became keys: ``USER_STATUS_TIMEOUT`` (30 s),
