@@ -413,10 +413,17 @@ def _segment(field: attrs.Attribute[Any]) -> str:
     return (_meta(field).key or field.name).lower()
 
 
+def _unsupported(tp: Any) -> Any:
+    raise TypeError(f"no parser for type {tp!r}; pass setting(parse=...)")
+
+
 def _parser(cls: type, field: attrs.Attribute[Any]) -> Callable[..., Any]:
-    """The field's ``parse=``, or the converter's hook for its type."""
+    """The field's ``parse=``, or the converter's hook for its type: one of ours (it has a kind),
+    not one cattrs keeps for a few classes (``Path``, ``bytes``) whatever is registered."""
+    parse = _meta(field).parse
     try:
-        return _meta(field).parse or _converter.get_structure_hook(field.type)
+        hook = parse or _converter.get_structure_hook(field.type)
+        return hook if parse or hasattr(hook, "kind") else _unsupported(field.type)
     except TypeError as exc:
         raise TypeError(f"{cls.__name__}.{field.name}: {exc}") from None
 
@@ -446,9 +453,6 @@ def _leaf_hook(parse: Callable[..., Any], secret: bool) -> Callable[[object, obj
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(detailed_validation=True)
 
-    def unsupported(tp: Any) -> Any:
-        raise TypeError(f"no parser for type {tp!r}; pass setting(parse=...)")
-
     def is_str_literal(tp: Any) -> bool:
         return typing.get_origin(tp) is Literal and all(isinstance(a, str) for a in typing.get_args(tp))
 
@@ -470,7 +474,7 @@ def _make_converter() -> cattrs.Converter:
         return make_dict_unstructure_fn(cl, conv, **renames)
 
     # Registered first, so tried last: cattrs must not guess a type we have no parser for.
-    conv.register_structure_hook_factory(lambda _: True, unsupported)
+    conv.register_structure_hook_factory(lambda _: True, _unsupported)
     for tp, parse in ((str, _text), (bool, boolean), (int, integer), (float, _number)):
         conv.register_structure_hook(tp, _hook(parse))
     conv.register_structure_hook_factory(is_str_literal, lambda t: _hook(_choice(*typing.get_args(t))))

@@ -489,6 +489,13 @@ def test_unsupported_annotation_needs_a_parser() -> None:
     with pytest.raises(TypeError, match="parse="):
         load_settings(Odd, env={})
 
+    @attrs.frozen(kw_only=True)
+    class Where:
+        path: Path = setting(Path("x"))  # cattrs has a hook of its own for Path: not ours
+
+    with pytest.raises(TypeError, match=r"^Where.path: no parser .* pass setting\(parse=\.\.\.\)$"):
+        load_settings(Where, env={"PATH": "y"})
+
 
 def test_module_exports_exist() -> None:
     assert all(hasattr(cfg, name) for name in cfg.__all__)
