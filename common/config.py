@@ -22,11 +22,10 @@ Rules (as in the reference system's Viper binding):
   (the default is ``production``: a service started without configuration has no open door).
   Secrets defaulting to "" (the etcd/Redis passwords) are optional.
 
-How: the defaults (unstructured by cattrs), then the file's values, then the environment's make
-one nested mapping keyed by key segments, the values from file and env wrapped with where they
-came from. One cattrs converter structures it: per setting its ``parse=`` or the hook of its type,
-whose error names the variable; the ``ClassValidationError`` collects them. The README tables
-come from :func:`describe_settings`.
+How: the defaults (unstructured by cattrs), the file's values and the environment's make one
+nested mapping keyed by key segments, the values from file and env wrapped with where they came
+from. One cattrs converter structures it: a setting's hook (its ``parse=`` or the hook registered
+for its type) parses the wrapped values and raises the ConfigError; defaults are typed already.
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ from urllib.parse import urlsplit
 import attrs
 import cattrs
 import yaml
-from cattrs.errors import ClassValidationError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from common.errors import InvalidInput
@@ -77,7 +75,7 @@ __all__ = [
 T = TypeVar("T")
 S = TypeVar("S")
 F = TypeVar("F", bound=Callable[..., Any])
-Parse = Callable[[object], Any]
+Parse = Callable[..., Any]  # (raw value[, type]) -> value: a parser is also a cattrs hook
 
 _META = "audio_rtc.setting"
 _MASK = "***"
@@ -86,15 +84,8 @@ CONFIG_FILE_ENV = "APP_CONFIG_FILE"
 #: Accepted log level names (case-insensitive) -> stdlib level. ``warn``/``fatal``/``dpanic``/
 #: ``panic`` are the old system's (zap) names.
 LOG_LEVELS: Mapping[str, int] = {
-    "debug": 10,
-    "info": 20,
-    "warn": 30,
-    "warning": 30,
-    "error": 40,
-    "fatal": 50,
-    "dpanic": 50,
-    "panic": 50,
-    "critical": 50,
+    **{"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40},
+    **dict.fromkeys(("fatal", "dpanic", "panic", "critical"), 50),
 }
 
 
@@ -106,7 +97,7 @@ class ConfigError(InvalidInput):
         self.variable = variable
 
 
-# -- parsers: (raw value from env, file or default) -> typed value; raise ValueError(reason) ----
+# -- parsers, also cattrs structure hooks: (raw value from env or file[, type]) -> typed value ---
 
 
 def _kind(name: str) -> Callable[[F], F]:
@@ -124,45 +115,41 @@ def _kind_of(parse: Callable[..., Any]) -> str:
 
 
 @_kind("str")
-def _text(raw: object) -> str:
+def _text(raw: object, _: object = None) -> str:
     if not isinstance(raw, str):
         raise ValueError("expected a string")
     return raw
 
 
 @_kind("bool")
-def boolean(raw: object) -> bool:
+def boolean(raw: object, _: object = None) -> bool:
     if isinstance(raw, bool):
         return raw
-    if isinstance(raw, str):
-        word = raw.strip().lower()
-        if word in ("true", "1", "yes"):
-            return True
-        if word in ("false", "0", "no"):
-            return False
+    word = raw.strip().lower() if isinstance(raw, str) else None
+    if word in ("true", "1", "yes", "false", "0", "no"):
+        return word in ("true", "1", "yes")
     raise ValueError("expected a boolean (true/false, 1/0, yes/no)")
 
 
+def _is_number(raw: object, pattern: str) -> bool:
+    """A JSON number, or a string that looks like one (``int()`` alone would take ``1_000``)."""
+    if isinstance(raw, str):
+        return re.fullmatch(rf"\s*({pattern})\s*", raw) is not None
+    return isinstance(raw, int | float) and not isinstance(raw, bool)
+
+
 @_kind("int")
-def integer(raw: object) -> int:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    # int() alone would accept "1_000" and " 1 "; a config value should look like a number
-    if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw):
-        return int(raw)
-    raise ValueError("expected an integer")
-
-
-_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+def integer(raw: object, _: object = None) -> int:
+    if isinstance(raw, float) or not _is_number(raw, r"[+-]?\d+"):
+        raise ValueError("expected an integer")
+    return int(cast(str | int, raw))
 
 
 @_kind("float")
-def _number(raw: object) -> float:
-    is_number = isinstance(raw, int | float) and not isinstance(raw, bool)
-    if not is_number and not (isinstance(raw, str) and _NUMBER.fullmatch(raw)):
+def _number(raw: object, _: object = None) -> float:
+    if not _is_number(raw, r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"):
         raise ValueError("expected a number")
-    value = float(raw)  # type: ignore[arg-type]
-    if not math.isfinite(value):
+    if not math.isfinite(value := float(cast(str | float, raw))):
         raise ValueError("expected a finite number")
     return value
 
@@ -172,34 +159,24 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|us|µs|ns|h|m|s)")
 
 
 @_kind("duration")
-def duration(raw: object) -> float:
-    """``10s``, ``1m30s``, ``500ms``, ``1h`` (Go syntax) or a bare number of seconds -> seconds."""
-    if isinstance(raw, str):
-        s = raw.strip()
-        if re.fullmatch(r"\d+(\.\d+)?|\.\d+", s):
-            return float(s)
-        if s and _DURATION_PART.sub("", s) == "":
-            return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(s))
-    elif isinstance(raw, int | float) and not isinstance(raw, bool):
-        if raw >= 0 and math.isfinite(raw):
-            return float(raw)
-        raise ValueError("expected a duration >= 0")
+def duration(raw: object, _: object = None) -> float:
+    """``10s``, ``1m30s``, ``500ms``, ``1h`` (Go syntax) or a number of seconds >= 0 -> seconds."""
+    if isinstance(raw, str) and (text := raw.strip()) and _DURATION_PART.sub("", text) == "":
+        return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+    if _is_number(raw, r"\d+(\.\d+)?|\.\d+") and 0 <= (value := float(cast(str | float, raw))) < math.inf:
+        return value
     raise ValueError("expected a duration like 10s, 1m30s, 500ms, 1h or a number of seconds")
 
 
 @_kind("port")
-def port(raw: object) -> int:
-    try:
-        value = integer(raw)
-    except ValueError:
-        raise ValueError("expected a port number 1-65535") from None
-    if not 1 <= value <= 65535:
+def port(raw: object, _: object = None) -> int:
+    if not 1 <= (value := integer(raw)) <= 65535:
         raise ValueError("port out of range 1-65535")
     return value
 
 
 @_kind("host:port")
-def address(raw: object) -> str:
+def address(raw: object, _: object = None) -> str:
     """``host:port`` (``[::1]:80`` for IPv6); the host must not be empty."""
     if isinstance(raw, str):
         host, sep, port_text = raw.strip().rpartition(":")
@@ -209,68 +186,61 @@ def address(raw: object) -> str:
     raise ValueError("expected host:port, e.g. 127.0.0.1:2379")
 
 
-@_kind("key prefix")
-def key_prefix(raw: object) -> str:
-    """An etcd key prefix: starts and ends with ``/`` (``/rooms/``)."""
-    value = _text(raw).strip()
-    if len(value) < 2 or not value.startswith("/") or not value.endswith("/") or " " in value:
-        raise ValueError("expected a key prefix starting and ending with '/', e.g. /rooms/")
-    return value
-
-
 def at_least(parse: Parse, minimum: float) -> Parse:
     """``parse``, then require the value to be >= ``minimum`` (``at_least(duration, 1)``)."""
+    kind = _kind_of(parse)
 
-    @_kind(_kind_of(parse))
-    def bounded(raw: object) -> Any:
-        value = parse(raw)
-        if value < minimum:
-            unit = "s" if _kind_of(parse) == "duration" else ""
-            raise ValueError(f"expected at least {minimum:g}{unit}")
+    @_kind(kind)
+    def bounded(raw: object, _: object = None) -> Any:
+        if (value := parse(raw)) < minimum:
+            raise ValueError(f"expected at least {minimum:g}{'s' if kind == 'duration' else ''}")
         return value
 
     return bounded
 
 
-def _choice(*values: str) -> Parse:
-    """One of ``values`` (case-sensitive, whitespace trimmed): a ``Literal`` of strings."""
+def _stripped(kind: str, is_valid: Callable[[str], object], expected: str) -> Parse:
+    """A string, whitespace trimmed, that ``is_valid``; else ``ValueError(expected)``."""
 
-    @_kind("|".join(values))
-    def parse(raw: object) -> str:
-        if isinstance(raw, str) and raw.strip() in values:
+    @_kind(kind)
+    def parse(raw: object, _: object = None) -> str:
+        if isinstance(raw, str) and is_valid(raw.strip()):
             return raw.strip()
-        raise ValueError(f"expected one of {', '.join(values)}")
+        raise ValueError(expected)
 
     return parse
+
+
+#: An etcd key prefix: starts and ends with ``/`` (``/rooms/``).
+key_prefix = _stripped(
+    "key prefix",
+    re.compile(r"/[^ ]*/").fullmatch,
+    "expected a key prefix starting and ending with '/', e.g. /rooms/",
+)
+
+
+def _choice(*values: str) -> Parse:
+    """One of ``values`` (case-sensitive): a ``Literal`` of strings."""
+    return _stripped("|".join(values), values.__contains__, f"expected one of {', '.join(values)}")
 
 
 def url(*schemes: str) -> Parse:
     """An absolute URL with one of ``schemes`` and a host."""
-
-    @_kind("url")
-    def parse(raw: object) -> str:
-        if isinstance(raw, str):
-            parts = urlsplit(raw.strip())
-            if parts.scheme in schemes and parts.hostname:
-                return raw.strip()
-        raise ValueError(f"expected a {'/'.join(schemes)} URL with a host")
-
-    return parse
+    expected = f"expected a {'/'.join(schemes)} URL with a host"
+    return _stripped("url", lambda s: urlsplit(s).scheme in schemes and urlsplit(s).hostname, expected)
 
 
 def _list_of(item: Callable[..., Any], *, min_items: int = 0) -> Parse:
     """A comma-separated string (items trimmed, empty items dropped) or a list; each item parsed."""
 
     @_kind(f"list of {_kind_of(item)}")
-    def parse(raw: object) -> list[Any]:
+    def parse(raw: object, _: object = None) -> list[Any]:
         if isinstance(raw, str):
-            items: list[object] = [p.strip() for p in raw.split(",") if p.strip()]
-        elif isinstance(raw, list | tuple):
-            items = list(raw)
-        else:
+            raw = [p.strip() for p in raw.split(",") if p.strip()]
+        if not isinstance(raw, list | tuple):
             raise ValueError("expected a comma-separated list")
         out = []
-        for i, value in enumerate(items):
+        for i, value in enumerate(raw):
             try:
                 out.append(item(value))
             except ValueError as exc:
@@ -287,19 +257,14 @@ def _list_of(item: Callable[..., Any], *, min_items: int = 0) -> Parse:
 
 @attrs.frozen
 class _Meta:
-    key: str | None
-    parse: Parse | None
-    secret: bool
-    help: str
+    key: str | None = None
+    parse: Parse | None = None
+    secret: bool = False
+    help: str = ""
 
 
 def setting(
-    default: T,
-    *,
-    key: str | None = None,
-    parse: Parse | None = None,
-    secret: bool = False,
-    help: str = "",
+    default: T, *, key: str | None = None, parse: Parse | None = None, secret: bool = False, help: str = ""
 ) -> T:
     """An attrs field that is a setting.
 
@@ -318,8 +283,7 @@ def setting(
 
 def section(factory: Callable[[], S], *, key: str | None = None, help: str = "") -> S:
     """A nested settings section; ``factory`` gives its defaults (e.g. a service's HTTP address)."""
-    meta = {_META: _Meta(key=key, parse=None, secret=False, help=help)}
-    return attrs.field(factory=factory, metadata=meta)
+    return attrs.field(factory=factory, metadata={_META: _Meta(key=key, help=help)})
 
 
 # -- shared sections ---------------------------------------------------------------------------
@@ -393,47 +357,29 @@ class _Raw:
 
     value: object
     where: str
-    is_file: bool
     under: _Raw | None = None  # the file's value the environment's replaced: still checked
 
 
-class _BadValue(ConfigError):
-    """A value its parser refused; one from the file is reported before one from the environment."""
-
-    def __init__(self, raw: _Raw, detail: str) -> None:
-        super().__init__(f"{raw.where}={detail}", variable=raw.where)
-        self.is_file = raw.is_file
-
-
 def _meta(field: attrs.Attribute[Any]) -> _Meta:
-    return field.metadata.get(_META) or _Meta(key=None, parse=None, secret=False, help="")
+    return field.metadata.get(_META) or _Meta()
 
 
 def _segment(field: attrs.Attribute[Any]) -> str:
     return (_meta(field).key or field.name).lower()
 
 
-def _unsupported(tp: Any) -> Any:
-    raise TypeError(f"no parser for type {tp!r}; pass setting(parse=...)")
+def _parser(cls: type, field: attrs.Attribute[Any]) -> Parse:
+    """The field's ``parse=``, else the converter's hook for its type if it is one of ours (cattrs
+    keeps its own for a few classes such as ``Path``, ``bytes`` and tuples)."""
+    parse = _meta(field).parse or _converter.get_structure_hook(field.type)
+    if not hasattr(parse, "kind") and not _meta(field).parse:
+        raise TypeError(
+            f"{cls.__name__}.{field.name}: no parser for type {field.type!r}; pass setting(parse=...)"
+        )
+    return parse
 
 
-def _parser(cls: type, field: attrs.Attribute[Any]) -> Callable[..., Any]:
-    """The field's ``parse=``, or the converter's hook for its type: one of ours (it has a kind),
-    not one cattrs keeps for a few classes (``Path``, ``bytes``) whatever is registered."""
-    parse = _meta(field).parse
-    try:
-        hook = parse or _converter.get_structure_hook(field.type)
-        return hook if parse or hasattr(hook, "kind") else _unsupported(field.type)
-    except TypeError as exc:
-        raise TypeError(f"{cls.__name__}.{field.name}: {exc}") from None
-
-
-def _hook(parse: Callable[..., Any]) -> Callable[..., Any]:
-    """A cattrs structure hook ``(value, type)`` that is also a parser ``(value)``."""
-    return _kind(_kind_of(parse))(lambda value, _=None: parse(value))
-
-
-def _leaf_hook(parse: Callable[..., Any], secret: bool) -> Callable[[object, object], Any]:
+def _leaf_hook(parse: Parse, secret: bool) -> Callable[[object, object], Any]:
     """A setting's hook: a :class:`_Raw` value is parsed; a default is typed already and kept."""
 
     def hook(value: object, _: object = None) -> Any:
@@ -445,19 +391,14 @@ def _leaf_hook(parse: Callable[..., Any], secret: bool) -> Callable[[object, obj
             return parse(value.value)
         except (ValueError, TypeError) as exc:
             shown = f"<secret, {len(str(value.value))} chars>" if secret else repr(value.value)
-            raise _BadValue(value, f"{shown}: {exc}") from None
+            raise ConfigError(f"{value.where}={shown}: {exc}", variable=value.where) from None
 
     return hook
 
 
 def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(detailed_validation=True)
-
-    def is_str_literal(tp: Any) -> bool:
-        return typing.get_origin(tp) is Literal and all(isinstance(a, str) for a in typing.get_args(tp))
-
-    def is_list(tp: Any) -> bool:
-        return typing.get_origin(tp) is list
+    # Not detailed: the first hook or class rule that fails raises its ConfigError as it is.
+    conv = cattrs.Converter(detailed_validation=False)
 
     def structure_section(cl: type) -> Any:
         hooks: dict[str, Any] = {
@@ -473,13 +414,18 @@ def _make_converter() -> cattrs.Converter:
         renames: dict[str, Any] = {f.name: override(rename=_segment(f)) for f in attrs.fields(cl)}
         return make_dict_unstructure_fn(cl, conv, **renames)
 
-    # Registered first, so tried last: cattrs must not guess a type we have no parser for.
-    conv.register_structure_hook_factory(lambda _: True, _unsupported)
     for tp, parse in ((str, _text), (bool, boolean), (int, integer), (float, _number)):
-        conv.register_structure_hook(tp, _hook(parse))
-    conv.register_structure_hook_factory(is_str_literal, lambda t: _hook(_choice(*typing.get_args(t))))
+        conv.register_structure_hook(tp, parse)
+
+    def is_str_literal(tp: Any) -> bool:
+        return typing.get_origin(tp) is Literal and all(isinstance(a, str) for a in typing.get_args(tp))
+
+    def is_list(tp: Any) -> bool:
+        return typing.get_origin(tp) is list
+
+    conv.register_structure_hook_factory(is_str_literal, lambda t: _choice(*typing.get_args(t)))
     conv.register_structure_hook_factory(
-        is_list, lambda t: _hook(_list_of(conv.get_structure_hook(typing.get_args(t)[0])))
+        is_list, lambda t: _list_of(conv.get_structure_hook(typing.get_args(t)[0]))
     )
     conv.register_structure_hook_factory(attrs.has, structure_section)
     conv.register_unstructure_hook_factory(attrs.has, unstructure_section)
@@ -493,46 +439,54 @@ _converter = _make_converter()
 
 
 @attrs.frozen
-class _Leaf:
-    names: tuple[str, ...]  # attribute path
-    keys: tuple[str, ...]  # key path
-    parse: Callable[..., Any]
+class SettingInfo:
+    """One setting: key path, env name, default as the docs show it (``***`` for a secret), kind,
+    help, and its attribute path in the class (``etcd.dial_timeout_s``)."""
+
+    key: str
+    env: str
+    default: str
+    kind: str
     secret: bool
     help: str
-
-    key = property(lambda self: ".".join(self.keys))
-    env = property(lambda self: "_".join(self.keys).upper())
+    attr: str
 
 
-def _leaves(cls: type, names: tuple[str, ...] = (), keys: tuple[str, ...] = ()) -> Iterator[_Leaf]:
+def _default_text(value: object, kind: str) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = str(int(value) if isinstance(value, float) and value.is_integer() else value)
+    return text + ("s" if kind == "duration" else "")
+
+
+def _settings(
+    cls: type, defaults: object, keys: tuple[str, ...] = (), attr: str = ""
+) -> Iterator[SettingInfo]:
     for field in attrs.fields(attrs.resolve_types(cls)):
-        path = ((*names, field.name), (*keys, _segment(field)))
+        path, value = (*keys, _segment(field)), getattr(defaults, field.name)
         if attrs.has(field.type):
-            yield from _leaves(field.type, *path)
-        else:
-            meta = _meta(field)
-            yield _Leaf(*path, parse=_parser(cls, field), secret=meta.secret, help=meta.help)
+            yield from _settings(field.type, value, path, f"{attr}{field.name}.")
+            continue
+        meta, kind = _meta(field), _kind_of(_parser(cls, field))
+        shown = _MASK if meta.secret and value else _default_text(value, kind)
+        yield SettingInfo(
+            ".".join(path), "_".join(path).upper(), shown, kind, meta.secret, meta.help, attr + field.name
+        )
 
 
 @functools.cache
-def _spec(cls: type) -> tuple[type, tuple[_Leaf, ...]]:
+def _spec(cls: type) -> tuple[type, tuple[SettingInfo, ...]]:
     """The class to structure and its settings. A shared section loaded alone (EtcdSettings) is
     held under its key, so it keeps its prefix (ETCD_*)."""
-    if not attrs.has(cls):
-        raise TypeError(f"{cls!r} is not an attrs class")
     key = getattr(cls, "section_key", "")
     root = attrs.make_class(cls.__name__, {key: attrs.field(type=cls, factory=cls)}) if key else cls
-    leaves = tuple(_leaves(root))
-    seen: dict[str, str] = {}
-    for leaf in leaves:
-        if leaf.env in seen:
-            raise TypeError(f"{root.__name__}: keys {seen[leaf.env]} and {leaf.key} share env {leaf.env}")
-        seen[leaf.env] = leaf.key
-    return root, leaves
-
-
-def _get(obj: object, names: tuple[str, ...]) -> Any:
-    return functools.reduce(getattr, names, obj)
+    infos = tuple(_settings(root, root()))
+    envs = [info.env for info in infos]
+    if shared := sorted({env for env in envs if envs.count(env) > 1}):
+        raise TypeError(f"{root.__name__}: several keys have the env names {shared}")
+    return root, infos
 
 
 _LOADERS: Mapping[str, Callable[[str], Any]] = {
@@ -543,22 +497,20 @@ _LOADERS: Mapping[str, Callable[[str], Any]] = {
 }
 
 
-def _read_file(path: Path) -> Mapping[str, object]:
+def _read_file(path: Path) -> Mapping[Any, Any]:
+    def fail(reason: str) -> ConfigError:
+        return ConfigError(f"config file {path}{reason}", variable=str(path))
+
+    if (loads := _LOADERS.get(path.suffix.lower())) is None:
+        raise fail(f": unsupported suffix {path.suffix!r} (use .json, .toml, .yaml)")
     try:
-        raw = path.read_text(encoding="utf-8")
+        data = loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}", variable=str(path)) from None
-    suffix = path.suffix.lower()
-    if suffix not in _LOADERS:
-        message = f"config file {path}: unsupported suffix {suffix!r} (use .json, .toml, .yaml)"
-        raise ConfigError(message, variable=str(path))
-    try:
-        data = _LOADERS[suffix](raw)
     except (ValueError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"config file {path} is not valid: {first}", variable=str(path)) from None
+        raise fail(f" is not valid: {(str(exc).strip() or type(exc).__name__).splitlines()[0]}") from None
     if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: expected a mapping at the top", variable=str(path))
+        raise fail(": expected a mapping at the top")
     return data or {}
 
 
@@ -570,42 +522,11 @@ def _merge(tree: dict[str, Any], doc: Mapping[Any, Any], path: Path, at: tuple[s
         if keys[-1] not in tree:
             raise ConfigError(f"unknown key {dotted} in {path}", variable=dotted)
         if not isinstance(tree[keys[-1]], dict):
-            tree[keys[-1]] = _Raw(value, f"{dotted} in {path}", is_file=True)
+            tree[keys[-1]] = _Raw(value, f"{dotted} in {path}")
         elif isinstance(value, dict):
             _merge(tree[keys[-1]], value, path, keys)
         else:
             raise ConfigError(f"{dotted} in {path}: expected a mapping (a section)", variable=dotted)
-
-
-def _check_log_levels(env: Mapping[str, str]) -> None:
-    for name, value in env.items():
-        is_level_var = name == "LOG_LEVEL" or name.startswith("LOG_LEVEL__")
-        if is_level_var and value.strip() and value.strip().lower() not in LOG_LEVELS:
-            message = f"{name}={value!r}: expected a log level: debug, info, warn, error, fatal"
-            raise ConfigError(message, variable=name)
-
-
-def _failures(exc: BaseException) -> Iterator[BaseException]:
-    """What the hooks (bad values) and the constructors (the classes' own rules) raised."""
-    if isinstance(exc, ClassValidationError):
-        for sub in exc.exceptions:
-            yield from _failures(sub)
-    else:
-        yield exc
-
-
-def _config_error(exc: ClassValidationError, cls: type, env: Mapping[str, str]) -> ConfigError:
-    """One error, in the order of the checks: the file's values, the environment's, the
-    ``LOG_LEVEL`` variables, then the classes' own rules."""
-    failures = list(_failures(exc))
-    if bad := sorted((f for f in failures if isinstance(f, _BadValue)), key=lambda f: not f.is_file):
-        return ConfigError(bad[0].detail, variable=bad[0].variable)  # without the notes cattrs added
-    _check_log_levels(env)
-    if isinstance(failures[0], ConfigError):
-        return failures[0]
-    if isinstance(failures[0], ValueError | TypeError):
-        return ConfigError(f"invalid settings for {cls.__name__}: {failures[0]}")
-    raise failures[0]
 
 
 def load_settings(
@@ -619,69 +540,40 @@ def load_settings(
     Raises :class:`ConfigError` (one line, naming the variable and value) on any wrong value.
     """
     env = os.environ if env is None else env
-    root, leaves = _spec(cast(type, cls))  # cast: mypy does not see a type[T] as Hashable
+    for name, value in env.items():
+        is_level_var = name == "LOG_LEVEL" or name.startswith("LOG_LEVEL__")
+        if is_level_var and value.strip() and value.strip().lower() not in LOG_LEVELS:
+            message = f"{name}={value!r}: expected a log level: debug, info, warn, error, fatal"
+            raise ConfigError(message, variable=name)
+    root, infos = _spec(cast(type, cls))  # cast: mypy does not see a type[T] as Hashable
     defaults = root()
     tree: dict[str, Any] = _converter.unstructure(defaults)
     if config_file is None:
-        config_file = env.get(CONFIG_FILE_ENV, "").strip() or None
+        config_file = env.get(CONFIG_FILE_ENV, "").strip()
     if config_file:
         _merge(tree, _read_file(Path(config_file)), Path(config_file))
-    for leaf in leaves:
-        raw = env.get(leaf.env)
-        if raw is not None and raw.strip():
-            parent, key = functools.reduce(operator.getitem, leaf.keys[:-1], tree), leaf.keys[-1]
-            under = parent[key] if isinstance(parent[key], _Raw) else None
-            parent[key] = _Raw(raw, leaf.env, is_file=False, under=under)
+    for info in infos:
+        if (raw := env.get(info.env, "")).strip():
+            *parents, key = info.key.split(".")
+            parent = functools.reduce(operator.getitem, parents, tree)
+            parent[key] = _Raw(raw, info.env, under=parent[key] if isinstance(parent[key], _Raw) else None)
     try:
         loaded: Any = _converter.structure(tree, root)
-    except ClassValidationError as exc:
-        raise _config_error(exc, cls, env) from None
-    _check_log_levels(env)
-    is_development = any(
-        isinstance(app := _get(loaded, leaf.names[:-1]), AppSettings) and app.env == "development"
-        for leaf in leaves
-    )
-    for leaf in leaves:
-        default = _get(defaults, leaf.names)
-        if leaf.secret and default and not is_development and _get(loaded, leaf.names) == default:
+    except ValueError as exc:  # a class's own rule that is not a ConfigError
+        raise ConfigError(f"invalid settings for {root.__name__}: {exc}") from None
+    sections = attrs.astuple(loaded, recurse=False)
+    is_development = any(isinstance(s, AppSettings) and s.env == "development" for s in sections)
+    for info in infos:
+        get = operator.attrgetter(info.attr)
+        if info.secret and (default := get(defaults)) and not is_development and get(loaded) == default:
             raise ConfigError(
-                f"{leaf.env} is left at its known development default: set it "
+                f"{info.env} is left at its known development default: set it "
                 "(or APP_ENV=development for a development setup)",
-                variable=leaf.env,
+                variable=info.env,
             )
     return cast(T, loaded if root is cls else getattr(loaded, attrs.fields(root)[0].name))
 
 
-@attrs.frozen(kw_only=True)
-class SettingInfo:
-    """One setting, for docs: key path, env name, default (``***`` for secrets), kind, help."""
-
-    key: str
-    env: str
-    default: str
-    kind: str
-    secret: bool
-    help: str
-
-
-def _default_text(value: object) -> str:
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(int(value) if isinstance(value, float) and value.is_integer() else value)
-
-
 def describe_settings(cls: type) -> list[SettingInfo]:
     """Every setting of ``cls`` in declaration order, with the defaults the class really uses."""
-    root, leaves = _spec(cls)
-    defaults, out = root(), []
-    for leaf in leaves:
-        value, kind = _get(defaults, leaf.names), _kind_of(leaf.parse)
-        shown = _MASK if leaf.secret and value else _default_text(value) + ("s" if kind == "duration" else "")
-        out.append(
-            SettingInfo(
-                key=leaf.key, env=leaf.env, default=shown, kind=kind, secret=leaf.secret, help=leaf.help
-            )
-        )
-    return out
+    return list(_spec(cls)[1])
