@@ -349,6 +349,54 @@ def test_empty_yaml_file_is_defaults(tmp_path: Path) -> None:
     assert load(config_file=write(tmp_path, "e.yaml", "")) == dev_defaults()
 
 
+def test_bad_file_value_is_an_error_even_when_env_overrides_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.json", json.dumps({"etcd": {"dial_timeout": "5 sec"}}))
+    text = error({"ETCD_DIAL_TIMEOUT": "9s"}, config_file=path)
+    assert text.startswith(f"etcd.dial_timeout in {path}='5 sec':")
+
+
+def test_several_bad_values_report_one_of_them(tmp_path: Path) -> None:
+    # which one comes first (the file's or the environment's) is not promised
+    path = write(tmp_path, "c.json", json.dumps({"a": {"n": "x"}}))
+    text = error({"ETCD_DIAL_TIMEOUT": "bad"}, config_file=path)
+    assert text.startswith((f"a.n in {path}='x':", "ETCD_DIAL_TIMEOUT='bad':"))
+
+
+@attrs.frozen(kw_only=True)
+class Ruled:
+    app: AppSettings = attrs.field(factory=AppSettings)
+    a: Inner = section(lambda: Inner(b_c="custom"))
+    low: int = setting(1, parse=cfg.integer)
+    high: int = setting(2, parse=cfg.integer)
+    maybe: bool | None = setting(None, parse=boolean)
+    fixed: int = setting(5, parse=cfg.at_least(cfg.integer, 10))  # defaults are not parsed
+
+    def __attrs_post_init__(self) -> None:
+        if self.high < self.low:
+            raise ConfigError(f"HIGH={self.high} is below LOW={self.low}", variable="HIGH")
+
+
+def test_defaults_come_from_the_instance_and_are_kept_as_they_are() -> None:
+    r = load_settings(Ruled, env={"A_N": "2"})
+    assert (r.a, r.maybe, r.fixed) == (Inner(b_c="custom", n=2), None, 5)
+
+
+def test_optional_setting_from_file_and_env(tmp_path: Path) -> None:
+    assert load_settings(Ruled, env={}, config_file=write(tmp_path, "c.yaml", "maybe: yes")).maybe is True
+    assert load_settings(Ruled, env={"MAYBE": "0"}).maybe is False
+    with pytest.raises(ConfigError, match=r"^maybe in .*=None: expected a boolean"):
+        load_settings(Ruled, env={}, config_file=write(tmp_path, "d.json", '{"maybe": null}'))
+
+
+def test_class_rules_run_after_the_values_and_log_levels() -> None:
+    with pytest.raises(ConfigError, match=r"^HIGH=0 is below LOW=1$"):
+        load_settings(Ruled, env={"HIGH": "0"})
+    with pytest.raises(ConfigError, match=r"^LOG_LEVEL='nope':"):
+        load_settings(Ruled, env={"HIGH": "0", "LOG_LEVEL": "nope"})
+    with pytest.raises(ConfigError, match=r"^LOW='x':"):
+        load_settings(Ruled, env={"LOW": "x", "HIGH": "0"})
+
+
 # -- secrets ---------------------------------------------------------------------------------
 
 
@@ -415,6 +463,24 @@ def test_describe_settings() -> None:
     assert list(infos)[:3] == ["APP_ENV", "APP_SHUTDOWN_TIMEOUT", "APP_LOG_CONFIG_FILE"]
 
 
+def test_describe_kinds() -> None:
+    kinds = {i.env: i.kind for i in describe_settings(Sample)}
+    assert kinds["APP_ENV"] == "development|production"
+    assert (kinds["MIXER_ID"], kinds["A_N"], kinds["RATIO"], kinds["ENABLED"]) == (
+        "str",
+        "int",
+        "float",
+        "bool",
+    )
+    assert (kinds["NAMES"], kinds["ETCD_ENDPOINTS"]) == ("list of str", "list of host:port")
+    assert (kinds["HTTP_ADDR"], kinds["ETCD_PREFIX_ROOMS"], kinds["LEASE_TTL"]) == (
+        "host:port",
+        "key prefix",
+        "duration",
+    )
+    assert {i.env: i.kind for i in describe_settings(RedisSettings)}["REDIS_DB"] == "int"
+
+
 def test_unsupported_annotation_needs_a_parser() -> None:
     @attrs.frozen(kw_only=True)
     class Odd:
@@ -423,6 +489,13 @@ def test_unsupported_annotation_needs_a_parser() -> None:
 
     with pytest.raises(TypeError, match="parse="):
         load_settings(Odd, env={})
+
+    @attrs.frozen(kw_only=True)
+    class Where:
+        path: Path = setting(Path("x"))  # cattrs has a hook of its own for Path: not ours
+
+    with pytest.raises(TypeError, match=r"^Where.path: no parser .* pass setting\(parse=\.\.\.\)$"):
+        load_settings(Where, env={"PATH": "y"})
 
 
 def test_module_exports_exist() -> None:
