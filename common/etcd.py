@@ -118,25 +118,20 @@ class WatchEvent:
 
 @attrs.frozen(kw_only=True)
 class Compare:
-    """One transaction condition on a key: ``target op value``. Build with the class methods."""
+    """One transaction condition: the key's ``target`` revision equals ``value`` (use the class methods)."""
 
     key: str
-    target: Literal["mod_revision", "create_revision", "version", "value"]
-    op: Literal["==", "!=", "<", ">"]
-    value: int | bytes
+    target: Literal["mod_revision", "create_revision"]
+    value: int
 
     @classmethod
     def mod_revision_is(cls, key: str, mod_revision: int) -> Compare:
-        return cls(key=key, target="mod_revision", op="==", value=mod_revision)
+        return cls(key=key, target="mod_revision", value=mod_revision)
 
     @classmethod
     def absent(cls, key: str) -> Compare:
         # An absent key has create_revision 0: the etcd idiom for create-if-absent.
-        return cls(key=key, target="create_revision", op="==", value=0)
-
-    @classmethod
-    def value_is(cls, key: str, value: bytes) -> Compare:
-        return cls(key=key, target="value", op="==", value=value)
+        return cls(key=key, target="create_revision", value=0)
 
 
 @attrs.frozen(kw_only=True)
@@ -152,14 +147,6 @@ class DeleteOp:
 
     key: str
     prefix: bool = False
-
-
-_COMPARE_RESULT = {
-    "==": rpc.Compare.EQUAL,
-    "!=": rpc.Compare.NOT_EQUAL,
-    "<": rpc.Compare.LESS,
-    ">": rpc.Compare.GREATER,
-}
 
 
 def _b(key: str) -> bytes:
@@ -188,24 +175,13 @@ def _kv(kv: Any) -> KV:
 
 
 def _compare_msg(c: Compare) -> Any:
-    msg = rpc.Compare(key=_b(c.key), result=_COMPARE_RESULT[c.op])
-    if c.target == "value":
-        if not isinstance(c.value, bytes):
-            raise InvalidInput("a value compare needs bytes", key=c.key)
-        msg.target = rpc.Compare.VALUE
-        msg.value = c.value
-        return msg
-    if not isinstance(c.value, int):
-        raise InvalidInput(f"a {c.target} compare needs an int", key=c.key)
+    msg = rpc.Compare(key=_b(c.key), result=rpc.Compare.EQUAL)
     if c.target == "mod_revision":
         msg.target = rpc.Compare.MOD
         msg.mod_revision = c.value
-    elif c.target == "create_revision":
+    else:
         msg.target = rpc.Compare.CREATE
         msg.create_revision = c.value
-    else:
-        msg.target = rpc.Compare.VERSION
-        msg.version = c.value
     return msg
 
 
@@ -484,30 +460,14 @@ class EtcdStore:
         got = await self._call("delete", key, lambda c: c.delete(_b(key)))
         return None if got is None else int(got.header.revision)
 
-    async def delete_prefix(self, prefix: str) -> int:
-        """Delete every key under ``prefix`` (which must not be empty); the number deleted."""
-        if not prefix:
-            raise InvalidInput("refusing to delete the whole keyspace (empty prefix)")
-        start = _b(prefix)
-        got = await self._call("delete_prefix", prefix, lambda c: c.delete_range(start, _range_end(start)))
-        return int(got.deleted)
-
     # -- transactions -----------------------------------------------------------------------
 
-    async def txn(
-        self,
-        compares: Sequence[Compare],
-        success_ops: Sequence[PutOp | DeleteOp],
-        failure_ops: Sequence[PutOp | DeleteOp] = (),
-    ) -> tuple[bool, int]:
-        """One etcd transaction; returns (succeeded, revision after it)."""
-        request = rpc.TxnRequest(
-            compare=[_compare_msg(c) for c in compares],
-            success=[_op_msg(o) for o in success_ops],
-            failure=[_op_msg(o) for o in failure_ops],
-        )
-        key = compares[0].key if compares else (success_ops[0].key if success_ops else "")
-        leases = [o.lease for o in (*success_ops, *failure_ops) if isinstance(o, PutOp) and o.lease]
+    async def txn(self, compares: Sequence[Compare], ops: Sequence[PutOp | DeleteOp]) -> tuple[bool, int]:
+        """One etcd transaction: ``ops`` if every compare holds, else nothing; (succeeded, revision)."""
+        compare = [_compare_msg(c) for c in compares]
+        request = rpc.TxnRequest(compare=compare, success=[_op_msg(o) for o in ops])
+        key = compares[0].key if compares else (ops[0].key if ops else "")
+        leases = [o.lease for o in ops if isinstance(o, PutOp) and o.lease]
 
         async def run(c: Any) -> Any:
             return await c.kvstub.Txn(request, timeout=self.request_timeout_s, metadata=c.metadata)
