@@ -163,6 +163,12 @@ def _range_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
+def _prefix_range(prefix: str) -> tuple[bytes, bytes]:
+    """(key, range_end) of every key under ``prefix``; "" is the whole keyspace."""
+    key = _b(prefix)
+    return key or b"\0", _range_end(key)
+
+
 def _kv(kv: Any) -> KV:
     return KV(
         key=bytes(kv.key).decode("utf-8"),
@@ -289,23 +295,9 @@ class EtcdStore:
         self._is_closed = False
 
     @classmethod
-    def open(
-        cls,
-        endpoints: Sequence[str],
-        *,
-        username: str = "",
-        password: str = "",
-        dial_timeout_s: float = DEFAULT_DIAL_TIMEOUT_S,
-        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
-    ) -> EtcdStore:
+    def open(cls, endpoints: Sequence[str], **kwargs: Any) -> EtcdStore:
         """A store to use as ``async with``: connects on enter, closes on exit."""
-        return cls(
-            endpoints,
-            username=username,
-            password=password,
-            dial_timeout_s=dial_timeout_s,
-            request_timeout_s=request_timeout_s,
-        )
+        return cls(endpoints, **kwargs)
 
     @property
     def is_closed(self) -> bool:
@@ -435,14 +427,14 @@ class EtcdStore:
 
     async def get_prefix(self, prefix: str) -> Snapshot:
         """Every key under ``prefix`` (key order) and the revision of the read."""
-        start = _b(prefix) or b"\0"
-        got = await self._call("get_prefix", prefix, lambda c: c.get_range(start, _range_end(_b(prefix))))
+        start, end = _prefix_range(prefix)
+        got = await self._call("get_prefix", prefix, lambda c: c.get_range(start, end))
         return Snapshot(kvs=[_kv(kv) for kv in got.kvs], revision=int(got.header.revision))
 
-    async def revision(self, prefix: str = "/") -> int:
+    async def revision(self, prefix: str) -> int:
         """etcd's current revision, read as a count-only range (no values travel)."""
-        start = _b(prefix) or b"\0"
-        request = rpc.RangeRequest(key=start, range_end=_range_end(_b(prefix)), count_only=True)
+        start, end = _prefix_range(prefix)
+        request = rpc.RangeRequest(key=start, range_end=end, count_only=True)
 
         async def run(c: Any) -> Any:
             return await c.kvstub.Range(request, timeout=self.request_timeout_s, metadata=c.metadata)
@@ -508,10 +500,8 @@ class EtcdStore:
         iteration ends; consume it in a task you cancel, or under ``contextlib.aclosing``.
         """
         client = await self._current()
-        start = _b(prefix) or b"\0"
-        create = rpc.WatchCreateRequest(
-            key=start, range_end=_range_end(_b(prefix)), start_revision=start_revision
-        )
+        start, end = _prefix_range(prefix)
+        create = rpc.WatchCreateRequest(key=start, range_end=end, start_revision=start_revision)
         call = rpc.WatchStub(client.channel).Watch(metadata=client.metadata)
         try:
             async with asyncio.timeout(self.request_timeout_s):
@@ -611,6 +601,6 @@ class EtcdStore:
         with contextlib.suppress(LeaseLost):
             await self._call("revoke", "", lambda c: c.revoke_lease(lease_id), lease_id=lease_id)
 
-    async def compact(self, revision: int, *, physical: bool = True) -> None:
+    async def compact(self, revision: int) -> None:
         """Drop history before ``revision`` (tests, maintenance)."""
-        await self._call("compact", "", lambda c: c.compact(revision, physical=physical))
+        await self._call("compact", "", lambda c: c.compact(revision, physical=True))

@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RESYNC_INTERVAL_S = 30.0
 DEFAULT_INACTIVE_THRESHOLD_S = 300.0
-DEFAULT_FETCH_BATCH = 256
 FETCH_WAIT_S = 1.0
 
 
@@ -188,10 +187,8 @@ class ReconcileRuntime:
         interests: list[Interest],
         reconcile: ReconcileFn,
         rebuild: RebuildFn | None = None,
-        workers: int = 8,
         resync_interval_s: float = DEFAULT_RESYNC_INTERVAL_S,
         inactive_threshold_s: float = DEFAULT_INACTIVE_THRESHOLD_S,
-        fetch_batch: int = DEFAULT_FETCH_BATCH,
     ) -> None:
         self.service = service
         self.instance = instance
@@ -203,10 +200,9 @@ class ReconcileRuntime:
         self._rebuild = rebuild
         self.resync_interval_s = resync_interval_s
         self.inactive_threshold_s = inactive_threshold_s
-        self.fetch_batch = fetch_batch
         self.cache = StateCache()
         self.stats = RuntimeStats()
-        self.scheduler = KeyedScheduler(self._run_target, workers=workers, name=service)
+        self.scheduler = KeyedScheduler(self._run_target, name=service)
         self._tasks: set[asyncio.Task[None]] = set()
         self._resnapshot = asyncio.Event()
         self._is_ready = asyncio.Event()
@@ -258,7 +254,7 @@ class ReconcileRuntime:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def stop(self, timeout_s: float | None = None) -> None:
+    async def stop(self) -> None:
         """Stop taking events, let running reconciles finish, drop the subscription."""
         if not self._is_started:
             return
@@ -270,7 +266,7 @@ class ReconcileRuntime:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.scheduler.close(timeout_s)
+        await self.scheduler.close()
 
     async def __aenter__(self) -> ReconcileRuntime:
         await self.start()
@@ -314,12 +310,7 @@ class ReconcileRuntime:
                 try:
                     if pull is None:
                         await self._ensure_consumer()
-                        pull = PullStream(
-                            self.bus,
-                            stream=keys.STATE_STREAM,
-                            durable=self.durable_name,
-                            batch=self.fetch_batch,
-                        )
+                        pull = PullStream(self.bus, stream=keys.STATE_STREAM, durable=self.durable_name)
                         await pull.start()
                     if self._resnapshot.is_set():
                         self._resnapshot.clear()
@@ -386,8 +377,8 @@ class ReconcileRuntime:
 
     # -- snapshot and resync ------------------------------------------------------------------
 
-    async def _load_snapshot(self, *, initial: bool) -> set[Target]:
-        """Bring the cache to etcd's state; returns the targets whose state changed."""
+    async def _load_snapshot(self, *, initial: bool) -> None:
+        """Bring the cache to etcd's state; after the first time, enqueue the targets that changed."""
         changed: set[Target] = set()
         seen: set[StateKey] = set()
         lowest_revision: int | None = None
@@ -426,17 +417,12 @@ class ReconcileRuntime:
                 self.enqueue(target)
             if changed:
                 logger.info("resync found %d changed targets", len(changed))
-        return changed
-
-    async def resync(self) -> set[Target]:
-        """Re-read etcd now and enqueue whatever differs (also run periodically)."""
-        return await self._load_snapshot(initial=False)
 
     async def _resync_loop(self) -> None:
         while True:
             await asyncio.sleep(self.resync_interval_s)
             try:
-                await self.resync()
+                await self._load_snapshot(initial=False)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
