@@ -80,7 +80,6 @@ __all__ = [
     "decode_event",
     "decode_payload",
     "decode_record",
-    "encode_event",
     "encode_record",
     "format_time",
     "parse_time",
@@ -665,11 +664,6 @@ def decode_payload(cls: type[T], raw: bytes | str | Mapping[str, Any] | None, *,
     """Decode ``raw`` as record class ``cls`` (event payloads); ``key`` names the source."""
     what = cls.__name__
     return _structure(_load_object(raw, key=key, what=what), cls, key=key, what=what)
-
-
-def encode_event(event: StateEvent) -> bytes:
-    """The NATS payload of a state event."""
-    return encode_record(event)
 
 
 def decode_event(raw: bytes | str | Mapping[str, Any], *, subject: str = "") -> StateEvent:
