@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -247,12 +247,10 @@ class ReconcileRuntime:
         self._spawn(self._resync_loop(), "resync")
         self._is_ready.set()
 
-    def _spawn(self, coro: Awaitable[None], what: str) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        task.set_name(f"{self.durable_name}-{what}")
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(coro, name=f"{self.durable_name}-{what}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return task
 
     async def stop(self) -> None:
         """Stop taking events, let running reconciles finish, drop the subscription."""
