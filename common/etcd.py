@@ -26,7 +26,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 import aetcd
@@ -307,9 +306,7 @@ class EtcdStore:
         await self.connect()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     # -- connection -------------------------------------------------------------------------

@@ -169,7 +169,6 @@ class RuntimeStats:
     events_applied: int = 0
     events_stale: int = 0
     dead_letters: int = 0
-    snapshots: int = 0
     resync_changes: int = 0
 
 
@@ -408,7 +407,6 @@ class ReconcileRuntime:
                     changed.add(Target(skey.collection, skey.id))
         if lowest_revision is not None:
             self.cache.forget_tombstones(lowest_revision)
-        self.stats.snapshots += 1
         if not initial:
             self.stats.resync_changes += len(changed)
             for target in changed:

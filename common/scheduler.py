@@ -31,7 +31,6 @@ import logging
 import math
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from types import TracebackType
 from typing import Final, Protocol, Self
 
 import attrs
@@ -396,12 +395,7 @@ class KeyedScheduler:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     # -- internals ----------------------------------------------------------------------------
