@@ -176,11 +176,10 @@ _LIVE: weakref.WeakSet[KeyedScheduler] = weakref.WeakSet()
 
 
 class _GaugeCollector(Collector):
-    """Queue depth and running handlers, read at scrape time so ``enqueue`` pays nothing."""
+    """Queue depth and running handlers, read at scrape time so ``enqueue`` pays nothing.
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily("rtc_scheduler_queue_depth", "Pending keys", labels=["scheduler"])
-        yield GaugeMetricFamily("rtc_scheduler_running", "Handlers running", labels=["scheduler"])
+    No ``describe()``: the default registry learns the names from ``collect()`` (auto_describe).
+    """
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("rtc_scheduler_queue_depth", "Pending keys", labels=["scheduler"])
