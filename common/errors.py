@@ -99,31 +99,25 @@ class DependencyTimeout(Unavailable, TimeoutError):
     """A dependency did not answer in time; ``except TimeoutError`` catches it too."""
 
 
-def error_log_level(exc: BaseException) -> int:
-    """The level an error is logged at: the class's level, or ERROR for a bug."""
-    if isinstance(exc, AppError):
-        return exc.log_level
-    return logging.ERROR
-
-
 def log_error(logger: logging.Logger, exc: BaseException, msg: str = "", **fields: Any) -> None:
     """Log ``exc`` once, at the level its class says; bugs (non-AppError) get a traceback.
 
     ``fields`` (key, attempt, subject ...) are added to the record as ``extra`` so structured
     formatters print them.
     """
-    level = error_log_level(exc)
-    is_bug = not isinstance(exc, AppError)
-    prefix = f"{msg}: " if msg else ""
     extra = dict(fields)
     if isinstance(exc, AppError):
+        level, exc_info = exc.log_level, None
         extra.update({k: v for k, v in exc.fields.items() if k not in extra})
+    else:
+        level, exc_info = logging.ERROR, exc
+    prefix = f"{msg}: " if msg else ""
     logger.log(
         level,
         "%s%s: %s",
         prefix,
         type(exc).__name__,
         exc,
-        exc_info=exc if is_bug else None,
+        exc_info=exc_info,
         extra={"fields": extra} if extra else None,
     )

@@ -26,7 +26,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 import aetcd
@@ -118,25 +117,20 @@ class WatchEvent:
 
 @attrs.frozen(kw_only=True)
 class Compare:
-    """One transaction condition on a key: ``target op value``. Build with the class methods."""
+    """One transaction condition: the key's ``target`` revision equals ``value`` (use the class methods)."""
 
     key: str
-    target: Literal["mod_revision", "create_revision", "version", "value"]
-    op: Literal["==", "!=", "<", ">"]
-    value: int | bytes
+    target: Literal["mod_revision", "create_revision"]
+    value: int
 
     @classmethod
     def mod_revision_is(cls, key: str, mod_revision: int) -> Compare:
-        return cls(key=key, target="mod_revision", op="==", value=mod_revision)
+        return cls(key=key, target="mod_revision", value=mod_revision)
 
     @classmethod
     def absent(cls, key: str) -> Compare:
         # An absent key has create_revision 0: the etcd idiom for create-if-absent.
-        return cls(key=key, target="create_revision", op="==", value=0)
-
-    @classmethod
-    def value_is(cls, key: str, value: bytes) -> Compare:
-        return cls(key=key, target="value", op="==", value=value)
+        return cls(key=key, target="create_revision", value=0)
 
 
 @attrs.frozen(kw_only=True)
@@ -154,14 +148,6 @@ class DeleteOp:
     prefix: bool = False
 
 
-_COMPARE_RESULT = {
-    "==": rpc.Compare.EQUAL,
-    "!=": rpc.Compare.NOT_EQUAL,
-    "<": rpc.Compare.LESS,
-    ">": rpc.Compare.GREATER,
-}
-
-
 def _b(key: str) -> bytes:
     return key.encode("utf-8")
 
@@ -176,6 +162,12 @@ def _range_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
+def _prefix_range(prefix: str) -> tuple[bytes, bytes]:
+    """(key, range_end) of every key under ``prefix``; "" is the whole keyspace."""
+    key = _b(prefix)
+    return key or b"\0", _range_end(key)
+
+
 def _kv(kv: Any) -> KV:
     return KV(
         key=bytes(kv.key).decode("utf-8"),
@@ -188,24 +180,13 @@ def _kv(kv: Any) -> KV:
 
 
 def _compare_msg(c: Compare) -> Any:
-    msg = rpc.Compare(key=_b(c.key), result=_COMPARE_RESULT[c.op])
-    if c.target == "value":
-        if not isinstance(c.value, bytes):
-            raise InvalidInput("a value compare needs bytes", key=c.key)
-        msg.target = rpc.Compare.VALUE
-        msg.value = c.value
-        return msg
-    if not isinstance(c.value, int):
-        raise InvalidInput(f"a {c.target} compare needs an int", key=c.key)
+    msg = rpc.Compare(key=_b(c.key), result=rpc.Compare.EQUAL)
     if c.target == "mod_revision":
         msg.target = rpc.Compare.MOD
         msg.mod_revision = c.value
-    elif c.target == "create_revision":
+    else:
         msg.target = rpc.Compare.CREATE
         msg.create_revision = c.value
-    else:
-        msg.target = rpc.Compare.VERSION
-        msg.version = c.value
     return msg
 
 
@@ -313,23 +294,9 @@ class EtcdStore:
         self._is_closed = False
 
     @classmethod
-    def open(
-        cls,
-        endpoints: Sequence[str],
-        *,
-        username: str = "",
-        password: str = "",
-        dial_timeout_s: float = DEFAULT_DIAL_TIMEOUT_S,
-        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
-    ) -> EtcdStore:
+    def open(cls, endpoints: Sequence[str], **kwargs: Any) -> EtcdStore:
         """A store to use as ``async with``: connects on enter, closes on exit."""
-        return cls(
-            endpoints,
-            username=username,
-            password=password,
-            dial_timeout_s=dial_timeout_s,
-            request_timeout_s=request_timeout_s,
-        )
+        return cls(endpoints, **kwargs)
 
     @property
     def is_closed(self) -> bool:
@@ -339,9 +306,7 @@ class EtcdStore:
         await self.connect()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     # -- connection -------------------------------------------------------------------------
@@ -459,14 +424,14 @@ class EtcdStore:
 
     async def get_prefix(self, prefix: str) -> Snapshot:
         """Every key under ``prefix`` (key order) and the revision of the read."""
-        start = _b(prefix) or b"\0"
-        got = await self._call("get_prefix", prefix, lambda c: c.get_range(start, _range_end(_b(prefix))))
+        start, end = _prefix_range(prefix)
+        got = await self._call("get_prefix", prefix, lambda c: c.get_range(start, end))
         return Snapshot(kvs=[_kv(kv) for kv in got.kvs], revision=int(got.header.revision))
 
-    async def revision(self, prefix: str = "/") -> int:
+    async def revision(self, prefix: str) -> int:
         """etcd's current revision, read as a count-only range (no values travel)."""
-        start = _b(prefix) or b"\0"
-        request = rpc.RangeRequest(key=start, range_end=_range_end(_b(prefix)), count_only=True)
+        start, end = _prefix_range(prefix)
+        request = rpc.RangeRequest(key=start, range_end=end, count_only=True)
 
         async def run(c: Any) -> Any:
             return await c.kvstub.Range(request, timeout=self.request_timeout_s, metadata=c.metadata)
@@ -484,30 +449,14 @@ class EtcdStore:
         got = await self._call("delete", key, lambda c: c.delete(_b(key)))
         return None if got is None else int(got.header.revision)
 
-    async def delete_prefix(self, prefix: str) -> int:
-        """Delete every key under ``prefix`` (which must not be empty); the number deleted."""
-        if not prefix:
-            raise InvalidInput("refusing to delete the whole keyspace (empty prefix)")
-        start = _b(prefix)
-        got = await self._call("delete_prefix", prefix, lambda c: c.delete_range(start, _range_end(start)))
-        return int(got.deleted)
-
     # -- transactions -----------------------------------------------------------------------
 
-    async def txn(
-        self,
-        compares: Sequence[Compare],
-        success_ops: Sequence[PutOp | DeleteOp],
-        failure_ops: Sequence[PutOp | DeleteOp] = (),
-    ) -> tuple[bool, int]:
-        """One etcd transaction; returns (succeeded, revision after it)."""
-        request = rpc.TxnRequest(
-            compare=[_compare_msg(c) for c in compares],
-            success=[_op_msg(o) for o in success_ops],
-            failure=[_op_msg(o) for o in failure_ops],
-        )
-        key = compares[0].key if compares else (success_ops[0].key if success_ops else "")
-        leases = [o.lease for o in (*success_ops, *failure_ops) if isinstance(o, PutOp) and o.lease]
+    async def txn(self, compares: Sequence[Compare], ops: Sequence[PutOp | DeleteOp]) -> tuple[bool, int]:
+        """One etcd transaction: ``ops`` if every compare holds, else nothing; (succeeded, revision)."""
+        compare = [_compare_msg(c) for c in compares]
+        request = rpc.TxnRequest(compare=compare, success=[_op_msg(o) for o in ops])
+        key = compares[0].key if compares else (ops[0].key if ops else "")
+        leases = [o.lease for o in ops if isinstance(o, PutOp) and o.lease]
 
         async def run(c: Any) -> Any:
             return await c.kvstub.Txn(request, timeout=self.request_timeout_s, metadata=c.metadata)
@@ -548,10 +497,8 @@ class EtcdStore:
         iteration ends; consume it in a task you cancel, or under ``contextlib.aclosing``.
         """
         client = await self._current()
-        start = _b(prefix) or b"\0"
-        create = rpc.WatchCreateRequest(
-            key=start, range_end=_range_end(_b(prefix)), start_revision=start_revision
-        )
+        start, end = _prefix_range(prefix)
+        create = rpc.WatchCreateRequest(key=start, range_end=end, start_revision=start_revision)
         call = rpc.WatchStub(client.channel).Watch(metadata=client.metadata)
         try:
             async with asyncio.timeout(self.request_timeout_s):
@@ -651,6 +598,6 @@ class EtcdStore:
         with contextlib.suppress(LeaseLost):
             await self._call("revoke", "", lambda c: c.revoke_lease(lease_id), lease_id=lease_id)
 
-    async def compact(self, revision: int, *, physical: bool = True) -> None:
+    async def compact(self, revision: int) -> None:
         """Drop history before ``revision`` (tests, maintenance)."""
-        await self._call("compact", "", lambda c: c.compact(revision, physical=physical))
+        await self._call("compact", "", lambda c: c.compact(revision, physical=True))

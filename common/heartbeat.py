@@ -16,7 +16,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, Self
 
 from common.backoff import Backoff
@@ -50,7 +49,6 @@ class HeartbeatKeeper:
         *,
         ttl_s: float = DEFAULT_TTL_S,
         put: PutFn | None = None,
-        revoke_timeout_s: float = REVOKE_TIMEOUT_S,
     ) -> None:
         if ttl_s <= 0:
             raise InvalidInput("heartbeat TTL must be positive", key=key, ttl_s=ttl_s)
@@ -59,7 +57,6 @@ class HeartbeatKeeper:
         self.make_value = make_value
         self.ttl_s = ttl_s
         self.refresh_interval_s = ttl_s / 3
-        self.revoke_timeout_s = revoke_timeout_s
         self._put: PutFn = put if put is not None else self._store_put
         self._lease_id: int | None = None
         self._is_alive = False
@@ -87,9 +84,7 @@ class HeartbeatKeeper:
         await self.start()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     async def start(self) -> None:
@@ -118,8 +113,7 @@ class HeartbeatKeeper:
         if lease_id is None:
             return
         try:
-            async with asyncio.timeout(self.revoke_timeout_s):
-                await self.store.revoke(lease_id)
+            await self._revoke(lease_id)
         except (AppError, TimeoutError) as exc:
             # The key still goes, a TTL later, when the unrefreshed lease expires.
             log_error(logger, exc, "heartbeat revoke failed", key=self.key, lease=f"{lease_id:x}")
@@ -168,16 +162,18 @@ class HeartbeatKeeper:
         except BaseException:
             # Don't leave an orphan lease behind; it would expire anyway, a TTL later.
             with contextlib.suppress(AppError, TimeoutError):
-                async with asyncio.timeout(self.revoke_timeout_s):
-                    await self.store.revoke(lease_id)
+                await self._revoke(lease_id)
             raise
         old, self._lease_id = self._lease_id, lease_id
         self._is_alive = True
         if old is not None and old != lease_id:
             # The old lease may have survived an etcd outage; the key now lives on the new one.
             with contextlib.suppress(AppError, TimeoutError):
-                async with asyncio.timeout(self.revoke_timeout_s):
-                    await self.store.revoke(old)
+                await self._revoke(old)
+
+    async def _revoke(self, lease_id: int) -> None:
+        async with asyncio.timeout(REVOKE_TIMEOUT_S):
+            await self.store.revoke(lease_id)
 
     async def _run(self) -> None:
         last_ok = time.monotonic()

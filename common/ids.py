@@ -4,10 +4,10 @@ Room and module ids become etcd key segments (``/rooms/{roomId}/meta``) and NATS
 (``rtc.state.rooms.{roomId}.meta``). A ``.`` would split a token, ``*``/``>`` are wildcards,
 ``/`` would add a key segment and whitespace is illegal in subjects, so the accepted alphabet
 is ``[A-Za-z0-9_-]`` and nothing else. Module ids allow hyphens too (the reference rejected
-``mixer-1``, a bug). User ids are canonical lowercase uuid4 strings.
+``mixer-1``, a bug).
 
-Each validator returns the id unchanged (user ids lowercased) or raises ``InvalidInput`` naming
-the field and the offending value.
+Each validator returns the id unchanged or raises ``InvalidInput`` naming the field and the
+offending value.
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ __all__ = [
     "is_valid_id",
     "validate_module_id",
     "validate_room_id",
-    "validate_user_id",
 ]
 
 # ECMA/JSON-Schema spelling, reused by common.contracts; matched with fullmatch below so a
 # trailing newline cannot slip past ``$`` as it would with re.match.
 ID_PATTERN = "^[A-Za-z0-9_-]{3,32}$"
 ID_REGEX = re.compile(r"[A-Za-z0-9_-]{3,32}", re.ASCII)
-_USER_ID_REGEX = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", re.ASCII)
 
 # Cap what goes into an error message: ids can come from untrusted request bodies.
 _MAX_ECHO = 64
@@ -64,19 +62,3 @@ def validate_room_id(value: object, *, field: str = "roomId") -> str:
 def validate_module_id(value: object, *, field: str = "moduleId") -> str:
     """Return ``value`` if it is a valid Janus/mixer id (hyphens allowed), else raise."""
     return _validate_id(value, field)
-
-
-def validate_user_id(value: object, *, field: str = "userId") -> str:
-    """Return the canonical lowercase form of a uuid4 string, else raise ``InvalidInput``.
-
-    Only the hyphenated 36-character form is accepted (no braces, ``urn:uuid:`` or bare hex)
-    so one user has exactly one spelling in keys and subjects; other versions (v1 leaks a MAC
-    and a time) are rejected.
-    """
-    if not isinstance(value, str):
-        raise InvalidInput(f"{field} must be a string", field=field, value=_echo(value))
-    # isascii first: str.lower() maps some non-ASCII letters onto ASCII ones.
-    lowered = value.lower() if value.isascii() else ""
-    if _USER_ID_REGEX.fullmatch(lowered) is None:
-        raise InvalidInput(f"{field} must be a uuid4", field=field, value=_echo(value))
-    return lowered

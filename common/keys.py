@@ -168,12 +168,8 @@ class Keyspace:
 
     def prefix(self, collection: Collection | str) -> str:
         """The etcd prefix of a collection, e.g. ``/rooms/``."""
-        c = _collection(collection)
-        if c is Collection.ROOMS:
-            return self.rooms
-        if c is Collection.JANUSES:
-            return self.januses
-        return self.mixers
+        prefix: str = getattr(self, _collection(collection).value)  # one attribute per collection
+        return prefix
 
     def key(self, collection: Collection | str, id: str, kind: Kind | str) -> str:
         """``{prefix}{id}/{kind}`` after validating all three parts."""

@@ -64,17 +64,14 @@ def _force_exit(code: int) -> None:
 
 @contextlib.contextmanager
 def signal_handlers(
-    stop: asyncio.Event,
-    *,
-    signals: tuple[signal.Signals, ...] = STOP_SIGNALS,
-    force_exit: Callable[[int], None] = _force_exit,
+    stop: asyncio.Event, *, force_exit: Callable[[int], None] = _force_exit
 ) -> Iterator[None]:
-    """While inside, a signal of ``signals`` sets ``stop``; one arriving when ``stop`` is already
+    """While inside, SIGTERM or SIGINT sets ``stop``; one arriving when ``stop`` is already
     set (a second Ctrl-C, an impatient supervisor) calls ``force_exit(128 + signum)`` (default:
     flush logs, ``os._exit``). Restores the previous handlers on exit. Must be entered from a
     running event loop in the main thread."""
     loop = asyncio.get_running_loop()
-    previous = {sig: signal.getsignal(sig) for sig in signals}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
 
     def on_signal(sig: signal.Signals) -> None:
         if stop.is_set():
@@ -84,12 +81,12 @@ def signal_handlers(
             logger.info("%s received: stopping", sig.name)
             stop.set()
 
-    for sig in signals:
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         yield
     finally:
-        for sig in signals:
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
             # remove_signal_handler leaves SIG_DFL; put back whatever was there (pytest's, say)
             if previous[sig] is not None:

@@ -33,7 +33,7 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, ClassVar, Literal
+from typing import IO, Literal
 
 import attrs
 
@@ -190,20 +190,12 @@ _current = _Current()
 class _LevelMixin:
     """Gives each logger created while logging is set up its level from the environment."""
 
-    _levels_from_env: ClassVar[bool] = True
-
     def __init__(self, name: str, level: int = logging.NOTSET) -> None:
         super().__init__(name, level)  # type: ignore[call-arg]
         state = _current.state
         if state is not None:
             state.touched.setdefault(name, level)
             self.setLevel(resolve_level(name, state.env))  # type: ignore[attr-defined]
-
-
-def _levelled(cls: type[logging.Logger]) -> type[logging.Logger]:
-    if getattr(cls, "_levels_from_env", False):
-        return cls
-    return type(f"Levelled{cls.__name__}", (_LevelMixin, cls), {})
 
 
 def _open_output(output: str) -> logging.Handler:
@@ -248,8 +240,10 @@ def setup_logging(
         previous_root_level=root.level,
         touched={},
     )
-    # loggers created from now on resolve their level on creation...
-    logging.setLoggerClass(_levelled(state.previous_class))
+    # loggers created from now on resolve their level on creation (teardown_logging above put
+    # back the class from before any setup, so this never wraps twice)...
+    cls = state.previous_class
+    logging.setLoggerClass(type(f"Levelled{cls.__name__}", (_LevelMixin, cls), {}))
     # ...and the ones that exist already get it now
     for name, existing in list(logging.Logger.manager.loggerDict.items()):
         if isinstance(existing, logging.Logger):

@@ -17,7 +17,6 @@ from typing import Any
 
 from nats.micro import add_service
 from nats.micro.request import Request, ServiceError
-from nats.micro.service import Service
 
 from common.bus import Bus
 from common.errors import AppError, log_error
@@ -27,24 +26,6 @@ __all__ = ["serve_micro"]
 logger = logging.getLogger(__name__)
 
 EndpointHandler = Callable[[bytes], Any | Awaitable[Any]]
-
-
-class MicroService:
-    """A registered NATS micro service; ``stop()`` unsubscribes its endpoints (idempotent)."""
-
-    def __init__(self, service: Service) -> None:
-        self._service = service
-        self._is_stopped = False
-
-    @property
-    def id(self) -> str:
-        return str(self._service.id)
-
-    async def stop(self) -> None:
-        if self._is_stopped:
-            return
-        self._is_stopped = True
-        await self._service.stop()
 
 
 def _wrap(name: str, handler: EndpointHandler) -> Callable[[Request], Awaitable[None]]:
@@ -75,21 +56,21 @@ async def serve_micro(
     status: Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]],
     endpoints: Mapping[str, EndpointHandler] | None = None,
     metadata: Mapping[str, str] | None = None,
-) -> AsyncIterator[MicroService]:
-    """Register ``name`` with a ``status`` endpoint (subject ``<name>.status``) plus ``endpoints``.
+) -> AsyncIterator[None]:
+    """Register ``name`` with a ``status`` endpoint (subject ``<name>.status``) plus ``endpoints``
+    for the duration of the block; leaving it unsubscribes them.
 
     ``status`` is called on every request, so it must be cheap.
     """
     service = await add_service(
         bus.nc, name=name, version=version, description=description, metadata=dict(metadata or {})
     )
-    micro = MicroService(service)
     try:
         group = service.add_group(name=name)
         await group.add_endpoint(name="status", handler=_wrap("status", lambda _data: status()))
         for ep_name, handler in (endpoints or {}).items():
             await group.add_endpoint(name=ep_name, handler=_wrap(ep_name, handler))
-        logger.info("micro service %s %s registered as %s", name, version, micro.id)
-        yield micro
+        logger.info("micro service %s %s registered as %s", name, version, service.id)
+        yield
     finally:
-        await micro.stop()
+        await service.stop()

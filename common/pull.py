@@ -30,19 +30,17 @@ __all__ = ["PullStream"]
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
+BATCH = 256
+EXPIRES_S = 30.0
 
 
 class PullStream:
     """Messages of the durable pull consumer ``durable`` on ``stream``, as they arrive."""
 
-    def __init__(
-        self, bus: Bus, *, stream: str, durable: str, batch: int = 256, expires_s: float = 30.0
-    ) -> None:
+    def __init__(self, bus: Bus, *, stream: str, durable: str) -> None:
         self.bus = bus
         self.stream = stream
         self.durable = durable
-        self.batch = batch
-        self.expires_s = expires_s
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._sub: Subscription | None = None
         self._inbox = ""
@@ -86,8 +84,8 @@ class PullStream:
 
     async def _request(self) -> None:
         body = {
-            "batch": self.batch,
-            "expires": int(self.expires_s * 1e9),
+            "batch": BATCH,
+            "expires": int(EXPIRES_S * 1e9),
             "idle_heartbeat": int(HEARTBEAT_S * 1e9),
         }
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}"
@@ -95,7 +93,7 @@ class PullStream:
             await self.bus.nc.publish(subject, json.dumps(body).encode(), reply=self._inbox)
         except Exception as exc:
             raise Unavailable(f"cannot request messages of {self.durable}: {exc}") from exc
-        self._left = self.batch
+        self._left = BATCH
         self._last_heard = time.monotonic()
 
     async def next(self, timeout_s: float) -> Msg | None:

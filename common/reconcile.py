@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RESYNC_INTERVAL_S = 30.0
 DEFAULT_INACTIVE_THRESHOLD_S = 300.0
-DEFAULT_FETCH_BATCH = 256
 FETCH_WAIT_S = 1.0
 
 
@@ -170,7 +169,6 @@ class RuntimeStats:
     events_applied: int = 0
     events_stale: int = 0
     dead_letters: int = 0
-    snapshots: int = 0
     resync_changes: int = 0
 
 
@@ -188,10 +186,8 @@ class ReconcileRuntime:
         interests: list[Interest],
         reconcile: ReconcileFn,
         rebuild: RebuildFn | None = None,
-        workers: int = 8,
         resync_interval_s: float = DEFAULT_RESYNC_INTERVAL_S,
         inactive_threshold_s: float = DEFAULT_INACTIVE_THRESHOLD_S,
-        fetch_batch: int = DEFAULT_FETCH_BATCH,
     ) -> None:
         self.service = service
         self.instance = instance
@@ -203,10 +199,9 @@ class ReconcileRuntime:
         self._rebuild = rebuild
         self.resync_interval_s = resync_interval_s
         self.inactive_threshold_s = inactive_threshold_s
-        self.fetch_batch = fetch_batch
         self.cache = StateCache()
         self.stats = RuntimeStats()
-        self.scheduler = KeyedScheduler(self._run_target, workers=workers, name=service)
+        self.scheduler = KeyedScheduler(self._run_target, name=service)
         self._tasks: set[asyncio.Task[None]] = set()
         self._resnapshot = asyncio.Event()
         self._is_ready = asyncio.Event()
@@ -251,14 +246,12 @@ class ReconcileRuntime:
         self._spawn(self._resync_loop(), "resync")
         self._is_ready.set()
 
-    def _spawn(self, coro: Awaitable[None], what: str) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        task.set_name(f"{self.durable_name}-{what}")
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(coro, name=f"{self.durable_name}-{what}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return task
 
-    async def stop(self, timeout_s: float | None = None) -> None:
+    async def stop(self) -> None:
         """Stop taking events, let running reconciles finish, drop the subscription."""
         if not self._is_started:
             return
@@ -270,7 +263,7 @@ class ReconcileRuntime:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.scheduler.close(timeout_s)
+        await self.scheduler.close()
 
     async def __aenter__(self) -> ReconcileRuntime:
         await self.start()
@@ -314,12 +307,7 @@ class ReconcileRuntime:
                 try:
                     if pull is None:
                         await self._ensure_consumer()
-                        pull = PullStream(
-                            self.bus,
-                            stream=keys.STATE_STREAM,
-                            durable=self.durable_name,
-                            batch=self.fetch_batch,
-                        )
+                        pull = PullStream(self.bus, stream=keys.STATE_STREAM, durable=self.durable_name)
                         await pull.start()
                     if self._resnapshot.is_set():
                         self._resnapshot.clear()
@@ -386,8 +374,8 @@ class ReconcileRuntime:
 
     # -- snapshot and resync ------------------------------------------------------------------
 
-    async def _load_snapshot(self, *, initial: bool) -> set[Target]:
-        """Bring the cache to etcd's state; returns the targets whose state changed."""
+    async def _load_snapshot(self, *, initial: bool) -> None:
+        """Bring the cache to etcd's state; after the first time, enqueue the targets that changed."""
         changed: set[Target] = set()
         seen: set[StateKey] = set()
         lowest_revision: int | None = None
@@ -419,24 +407,18 @@ class ReconcileRuntime:
                     changed.add(Target(skey.collection, skey.id))
         if lowest_revision is not None:
             self.cache.forget_tombstones(lowest_revision)
-        self.stats.snapshots += 1
         if not initial:
             self.stats.resync_changes += len(changed)
             for target in changed:
                 self.enqueue(target)
             if changed:
                 logger.info("resync found %d changed targets", len(changed))
-        return changed
-
-    async def resync(self) -> set[Target]:
-        """Re-read etcd now and enqueue whatever differs (also run periodically)."""
-        return await self._load_snapshot(initial=False)
 
     async def _resync_loop(self) -> None:
         while True:
             await asyncio.sleep(self.resync_interval_s)
             try:
-                await self.resync()
+                await self._load_snapshot(initial=False)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -80,7 +80,6 @@ __all__ = [
     "decode_event",
     "decode_payload",
     "decode_record",
-    "encode_event",
     "encode_record",
     "format_time",
     "parse_time",
@@ -620,7 +619,8 @@ def _load_object(raw: bytes | str | Mapping[str, Any] | None, *, key: str, what:
     return obj
 
 
-def _structure(obj: dict[str, Any], cls: type[T], *, key: str, what: str) -> T:
+def _decode(cls: type[T], raw: bytes | str | Mapping[str, Any] | None, *, key: str, what: str) -> T:
+    obj = _load_object(raw, key=key, what=what)
     try:
         return _converter.structure(obj, cls)
     except (cattrs.BaseValidationError, InvalidInput, TypeError, ValueError) as exc:
@@ -657,19 +657,12 @@ def encode_record(record: object) -> bytes:
 
 def decode_record(kind: Kind | str, raw: bytes | str | Mapping[str, Any] | None, *, key: str = "") -> Any:
     """The record of etcd ``kind`` in ``raw``; ``RecordDecodeError`` naming ``key`` and field."""
-    cls = record_type(kind)
-    return _structure(_load_object(raw, key=key, what=str(kind)), cls, key=key, what=str(kind))
+    return _decode(record_type(kind), raw, key=key, what=str(kind))
 
 
 def decode_payload(cls: type[T], raw: bytes | str | Mapping[str, Any] | None, *, key: str = "") -> T:
     """Decode ``raw`` as record class ``cls`` (event payloads); ``key`` names the source."""
-    what = cls.__name__
-    return _structure(_load_object(raw, key=key, what=what), cls, key=key, what=what)
-
-
-def encode_event(event: StateEvent) -> bytes:
-    """The NATS payload of a state event."""
-    return encode_record(event)
+    return _decode(cls, raw, key=key, what=cls.__name__)
 
 
 def decode_event(raw: bytes | str | Mapping[str, Any], *, subject: str = "") -> StateEvent:

@@ -46,7 +46,6 @@ RETRY_MAX_S = 5.0
 @attrs.define
 class RelayStats:
     published: int = 0
-    skipped_invalid: int = 0
     snapshots: int = 0
     checkpoint: int = 0
 
@@ -207,7 +206,6 @@ class StateRelay:
                 record_value = records.unstructure(records.decode_record(skey.kind, value, key=key))
             except InvalidInput as exc:
                 # Consumers would reject it too; etcd keeps it for a human to look at.
-                self.stats.skipped_invalid += 1
                 log_error(logger, exc, "relay skips an undecodable value", key=key, revision=revision)
                 return None
         state_op = records.StateOp.PUT if op == "put" else records.StateOp.DELETE

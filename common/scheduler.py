@@ -10,7 +10,7 @@
 - a key never runs twice at once: an enqueue while it runs marks it dirty and schedules exactly
   one more run after the current one ends (at the requested time, never before the run ends);
 - a failing handler is logged with ``log_error`` and retried after
-  ``min(base_delay_s * 2**attempt, max_delay_s)`` (the project's formula, ``common/backoff.py``);
+  ``min(0.1 s * 2**attempt, 10 s)`` (the project's formula, ``common/backoff.py``);
   a fresh ``enqueue`` (an event) resets the attempt count and, being earlier, replaces a
   pending backoff retry;
 - at most ``workers`` handlers run at once;
@@ -31,7 +31,6 @@ import logging
 import math
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from types import TracebackType
 from typing import Final, Protocol, Self
 
 import attrs
@@ -39,7 +38,7 @@ from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from common.backoff import DEFAULT_BASE_DELAY_S, DEFAULT_MAX_DELAY_S, backoff_delay
+from common.backoff import backoff_delay
 from common.errors import InvalidInput, Unavailable, log_error
 
 __all__ = [
@@ -57,6 +56,8 @@ DEFAULT_WORKERS: Final = 8
 _COMPACT_SLACK: Final = 64
 # After the close timeout, cancelled handlers get this long to unwind before close gives up.
 _CANCEL_GRACE_S: Final = 1.0
+# Loop iterations FakeClock.settle() lets pass.
+_SETTLE_ROUNDS: Final = 20
 
 # heap entry: (due, seq, key); seq is unique, so tuples never compare keys and ties keep
 # insertion order. An entry is live iff it is the very object in ``_pending[key]``.
@@ -83,12 +84,15 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The running loop's clock (``loop.time()`` / ``loop.call_at``), bound on first use."""
+    """The running loop's clock (``loop.time()`` / ``loop.call_at``), bound on first use.
+
+    Bound once rather than looked up per call: ``now()`` is on the hot path of ``enqueue``.
+    """
 
     __slots__ = ("_loop",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def now(self) -> float:
         loop = self._loop
@@ -124,11 +128,10 @@ class FakeClock:
     straight to ``loop.call_soon``.
     """
 
-    def __init__(self, start: float = 0.0, *, settle_rounds: int = 20) -> None:
-        self._now = start
+    def __init__(self) -> None:
+        self._now = 0.0
         self._timers: list[tuple[float, int, _FakeTimer]] = []
         self._seq = itertools.count()
-        self.settle_rounds = settle_rounds
 
     def now(self) -> float:
         return self._now
@@ -140,17 +143,15 @@ class FakeClock:
         heapq.heappush(self._timers, (when, next(self._seq), timer))
         return timer
 
-    async def settle(self, rounds: int | None = None) -> None:
+    async def settle(self) -> None:
         """Let ready tasks and callbacks run for a fixed number of loop iterations."""
-        for _ in range(self.settle_rounds if rounds is None else rounds):
+        for _ in range(_SETTLE_ROUNDS):
             await asyncio.sleep(0)
 
     async def advance(self, dt: float) -> None:
         if not dt >= 0:
             raise InvalidInput("a fake clock only moves forward", dt=dt)
-        await self.advance_to(self._now + dt)
-
-    async def advance_to(self, target: float) -> None:
+        target = self._now + dt
         await self.settle()
         while self._timers and self._timers[0][0] <= target:
             when, _, timer = heapq.heappop(self._timers)
@@ -175,11 +176,10 @@ _LIVE: weakref.WeakSet[KeyedScheduler] = weakref.WeakSet()
 
 
 class _GaugeCollector(Collector):
-    """Queue depth and running handlers, read at scrape time so ``enqueue`` pays nothing."""
+    """Queue depth and running handlers, read at scrape time so ``enqueue`` pays nothing.
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily("rtc_scheduler_queue_depth", "Pending keys", labels=["scheduler"])
-        yield GaugeMetricFamily("rtc_scheduler_running", "Handlers running", labels=["scheduler"])
+    No ``describe()``: the default registry learns the names from ``collect()`` (auto_describe).
+    """
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("rtc_scheduler_queue_depth", "Pending keys", labels=["scheduler"])
@@ -224,23 +224,13 @@ class KeyedScheduler:
         handler: Callable[[str], Awaitable[None]],
         *,
         workers: int = DEFAULT_WORKERS,
-        base_delay_s: float = DEFAULT_BASE_DELAY_S,
-        max_delay_s: float = DEFAULT_MAX_DELAY_S,
         clock: Clock | None = None,
         name: str = "scheduler",
     ) -> None:
         if workers < 1:
             raise InvalidInput("scheduler workers must be >= 1", workers=workers)
-        if not 0 <= base_delay_s <= max_delay_s:
-            raise InvalidInput(
-                "scheduler delays need 0 <= base_delay_s <= max_delay_s",
-                base_delay_s=base_delay_s,
-                max_delay_s=max_delay_s,
-            )
         self.name = name
         self.workers = workers
-        self.base_delay_s = base_delay_s
-        self.max_delay_s = max_delay_s
         self._handler = handler
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._now = self._clock.now  # bound once: enqueue is the hot path
@@ -293,7 +283,7 @@ class KeyedScheduler:
 
     def next_delay(self, attempt: int) -> float:
         """Backoff before retry number ``attempt + 1``: 0 -> base, 1 -> 2 * base ... capped."""
-        return backoff_delay(attempt, self.base_delay_s, self.max_delay_s)
+        return backoff_delay(attempt)
 
     def stats(self) -> SchedulerStats:
         return SchedulerStats(
@@ -404,12 +394,7 @@ class KeyedScheduler:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     # -- internals ----------------------------------------------------------------------------
@@ -419,6 +404,7 @@ class KeyedScheduler:
         self._pending[key] = entry
         heap = self._heap
         heapq.heappush(heap, entry)
+        # _maybe_compact inlined: this is the enqueue hot path.
         if len(heap) > 2 * len(self._pending) + _COMPACT_SLACK:
             self._compact()
         # Arm only when a worker is free: otherwise the run that ends pumps the heap itself.

@@ -47,9 +47,9 @@ def state_event_message(
     keyspace: Keyspace, skey: StateKey, *, op: records.StateOp, revision: int, value: Any | None
 ) -> tuple[str, bytes, str]:
     """(subject, payload, msg id) of the state event for one etcd change."""
-    key = keyspace.key(skey.collection, skey.id, skey.kind)
+    key = keyspace.state_key_of(skey)
     event = records.StateEvent(key=key, op=op, revision=revision, mod_revision=revision, value=value)
-    return keys.state_subject(skey), records.encode_event(event), keys.msg_id(key, revision)
+    return keys.state_subject(skey), records.encode_record(event), keys.msg_id(key, revision)
 
 
 class StateStore:
@@ -61,7 +61,7 @@ class StateStore:
         self.keyspace = keyspace
 
     def key(self, skey: StateKey) -> str:
-        return self.keyspace.key(skey.collection, skey.id, skey.kind)
+        return self.keyspace.state_key_of(skey)
 
     async def get(self, skey: StateKey) -> Versioned | None:
         kv = await self.etcd.get(self.key(skey))

@@ -99,17 +99,16 @@ class ModuleHeartbeat:
             store.etcd, store.key(self._skey), self._value, ttl_s=ttl_s, put=self._put
         )
 
-    def record(self) -> records.Heartbeat:
-        return records.Heartbeat(
-            status=records.ModuleStatus.HEALTHY,
-            host=self._host,
-            capacity=self._capacity,
-            streams=self._streams(),
-            started_at=self._started_at,
-        )
-
     def _value(self) -> bytes:
-        return records.encode_record(self.record())
+        return records.encode_record(
+            records.Heartbeat(
+                status=records.ModuleStatus.HEALTHY,
+                host=self._host,
+                capacity=self._capacity,
+                streams=self._streams(),
+                started_at=self._started_at,
+            )
+        )
 
     async def _put(self, key: str, value: bytes, lease: int) -> Any:
         return await self._store.put(

@@ -29,7 +29,6 @@ import itertools
 import json
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -140,7 +139,6 @@ class SessionInfo:
     handle_id: int
     number: int
     session_timeout_s: float
-    opened_at: float
 
 
 @attrs.define
@@ -239,14 +237,6 @@ class JanusClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def drop_connection(self) -> None:
-        """Close the WebSocket now; the client reconnects with a new session."""
-        ws = self._ws
-        if ws is not None:
-            self._connected.clear()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 1.0)
-
     # -- connection loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -296,7 +286,6 @@ class JanusClient:
                 handle_id=int(attached["data"]["id"]),
                 number=self._sessions,
                 session_timeout_s=timeout_s,
-                opened_at=time.time(),
             )
             logger.info(
                 "Janus %s: session %d open (#%d, session timeout %g s)",
@@ -418,12 +407,6 @@ class JanusClient:
     async def info(self) -> dict[str, Any]:
         """The server's ``info`` reply (no session needed)."""
         return await self._call({"janus": "info"}, "info")
-
-    async def keepalive(self) -> None:
-        session = self._session
-        if session is None:
-            raise Unavailable(f"no Janus session at {self.url}")
-        await self._call({"janus": "keepalive", "session_id": session.session_id}, "keepalive")
 
     async def attach(self, plugin: str = AUDIOBRIDGE) -> int:
         """Attach another handle to the current session (valid until the session changes)."""

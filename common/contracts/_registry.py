@@ -58,8 +58,10 @@ __all__ = [
     "OPERATOR",
     "STATE_RELAY",
     "Contract",
+    "camel_case",
     "contract_for",
     "contracts",
+    "pascal_case",
     "validate_payload",
 ]
 
@@ -220,12 +222,14 @@ _PARAM_DESCRIPTIONS = {
 }
 
 
-def _pascal(*parts: str) -> str:
-    return "".join(p[:1].upper() + p[1:] for part in parts for p in part.split("_"))
+def pascal_case(*parts: str) -> str:
+    """``("svc_rooms", "meta")`` -> ``SvcRoomsMeta``: every ``_`` or ``-`` separated word capitalised."""
+    return "".join(w[:1].upper() + w[1:] for part in parts for w in part.replace("-", "_").split("_"))
 
 
-def _camel(*parts: str) -> str:
-    out = _pascal(*parts)
+def camel_case(*parts: str) -> str:
+    """``("state", "rooms", "meta")`` -> ``stateRoomsMeta``."""
+    out = pascal_case(*parts)
     return out[:1].lower() + out[1:]
 
 
@@ -252,7 +256,7 @@ def _state_contract(collection: Collection, kind: Kind) -> Contract:
         f"/{collection.value}/{id_}/{kind.value}", record, revision=1207, mod_revision=1207
     )
     return Contract(
-        name=_camel("state", collection.value, kind.value),
+        name=camel_case("state", collection.value, kind.value),
         address=f"rtc.state.{collection.value}.{{{param_name}}}.{kind.value}",
         title=f"{collection.value} {kind.value} changed",
         description=(
@@ -351,19 +355,15 @@ def _dlq_contract() -> Contract:
 
 
 @cache
-def _all() -> tuple[Contract, ...]:
+def contracts() -> tuple[Contract, ...]:
+    """Every contract: 8 state subjects, the room events, the DLQ (a stable order)."""
     state = [_state_contract(c, k) for c in Collection for k in Kind if k in KINDS[c]]
     return (*state, *_event_contracts(), _dlq_contract())
 
 
-def contracts() -> tuple[Contract, ...]:
-    """Every contract: 8 state subjects, the room events, the DLQ (a stable order)."""
-    return _all()
-
-
 def contract_for(subject: str) -> Contract:
     """The contract of a concrete subject; ``InvalidInput`` if no pattern matches it."""
-    for contract in _all():
+    for contract in contracts():
         if contract.matches(subject) is not None:
             return contract
     raise InvalidInput("no contract for subject", subject=subject)
@@ -371,7 +371,7 @@ def contract_for(subject: str) -> Contract:
 
 @cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
-    contract = next(c for c in _all() if c.name == name)
+    contract = next(c for c in contracts() if c.name == name)
     return strict_validator(contract.schema)
 
 

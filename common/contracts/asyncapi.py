@@ -22,21 +22,12 @@ from typing import Any
 
 import yaml
 
-from common.contracts._registry import Contract, contracts
+from common.contracts._registry import Contract, camel_case, contracts, pascal_case
 
 __all__ = ["build_document", "main", "render"]
 
 ASYNCAPI_VERSION = "3.0.0"
 DOC_VERSION = "0.1.0"
-
-
-def _pascal(name: str) -> str:
-    return "".join(p[:1].upper() + p[1:] for p in name.replace("-", "_").split("_"))
-
-
-def _camel(name: str) -> str:
-    out = _pascal(name)
-    return out[:1].lower() + out[1:]
 
 
 def _payload(contract: Contract) -> dict[str, Any]:
@@ -88,17 +79,17 @@ def _operation(contract: Contract, service: str, action: str) -> dict[str, Any]:
     }
 
 
-def build_document(items: Sequence[Contract] | None = None) -> dict[str, Any]:
+def build_document() -> dict[str, Any]:
     """The AsyncAPI 3.0 document as plain data."""
-    entries = list(contracts() if items is None else items)
+    entries = contracts()
     operations: dict[str, Any] = {}
     for contract in entries:
         for service in contract.producers:
-            operations[f"{_camel(service)}Send{_pascal(contract.name)}"] = _operation(
+            operations[f"{camel_case(service)}Send{pascal_case(contract.name)}"] = _operation(
                 contract, service, "send"
             )
         for service in contract.consumers:
-            operations[f"{_camel(service)}Receive{_pascal(contract.name)}"] = _operation(
+            operations[f"{camel_case(service)}Receive{pascal_case(contract.name)}"] = _operation(
                 contract, service, "receive"
             )
     return {
@@ -127,7 +118,7 @@ def build_document(items: Sequence[Contract] | None = None) -> dict[str, Any]:
     }
 
 
-def render(items: Sequence[Contract] | None = None) -> str:
+def render() -> str:
     """The document as YAML text (stable: insertion order, no anchors, fixed width)."""
 
     class _NoAliases(yaml.SafeDumper):
@@ -135,7 +126,7 @@ def render(items: Sequence[Contract] | None = None) -> str:
             return True
 
     text: str = yaml.dump(
-        build_document(items),
+        build_document(),
         Dumper=_NoAliases,
         sort_keys=False,
         allow_unicode=True,

@@ -120,17 +120,18 @@ async def test_put_get_delete(store: EtcdStore, prefix: str) -> None:
     assert await store.delete(key) is None
 
 
-async def test_get_prefix_revision_and_delete_prefix(store: EtcdStore, prefix: str) -> None:
+async def test_get_prefix_revision_and_prefix_delete(store: EtcdStore, prefix: str) -> None:
     revs = [await store.put(prefix + k, k.encode()) for k in ("b", "a", "c/x")]
     await store.put(prefix.rstrip("/") + "0", b"outside")  # just past the prefix range
     snap = await store.get_prefix(prefix)
     assert [kv.key for kv in snap.kvs] == [prefix + "a", prefix + "b", prefix + "c/x"]
     assert snap.revision >= max(revs) + 1  # the read saw the later outside write too
-    assert await store.delete_prefix(prefix) == 3
+    ok, _ = await store.txn([], [DeleteOp(key=prefix, prefix=True)])
+    assert ok
     assert (await store.get_prefix(prefix)).kvs == []
     assert await store.delete(prefix.rstrip("/") + "0") is not None
     with pytest.raises(InvalidInput):
-        await store.delete_prefix("")
+        await store.txn([], [DeleteOp(key="", prefix=True)])
 
 
 async def test_utf8_keys(store: EtcdStore, prefix: str) -> None:
@@ -173,22 +174,23 @@ async def test_replace_and_delete_if_compare_mod_revision(store: EtcdStore, pref
         await store.delete_if(key, mod_revision=rev2)
 
 
-async def test_txn_runs_failure_ops_and_reports_revision(store: EtcdStore, prefix: str) -> None:
+async def test_txn_is_all_or_nothing_and_reports_revision(store: EtcdStore, prefix: str) -> None:
     a, b = prefix + "a", prefix + "b"
-    await store.put(a, b"x")
-    ok, rev = await store.txn(
-        [Compare.value_is(a, b"nope")],
-        [PutOp(key=b, value=b"success")],
-        [PutOp(key=b, value=b"failure"), DeleteOp(key=a)],
-    )
+    rev_a = await store.put(a, b"x")
+    ops = [PutOp(key=b, value=b"success"), DeleteOp(key=a)]
+    ok, rev = await store.txn([Compare.absent(a)], ops)
     assert not ok
+    assert rev >= rev_a
+    assert await store.get(b) is None
+    kv = await store.get(a)
+    assert kv is not None
+    assert kv.mod_revision == rev_a
+    ok, rev = await store.txn([Compare.mod_revision_is(a, rev_a)], ops)
+    assert ok
     kv = await store.get(b)
     assert kv is not None
-    assert (kv.value, kv.mod_revision) == (b"failure", rev)
+    assert (kv.value, kv.mod_revision) == (b"success", rev)
     assert await store.get(a) is None
-    ok, _ = await store.txn([Compare.absent(a)], [DeleteOp(key=prefix, prefix=True)])
-    assert ok
-    assert (await store.get_prefix(prefix)).kvs == []
 
 
 # -- watches ------------------------------------------------------------------------------------

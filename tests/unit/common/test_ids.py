@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import InvalidInput
-from common.ids import is_valid_id, validate_module_id, validate_room_id, validate_user_id
+from common.ids import is_valid_id, validate_module_id, validate_room_id
 
 # Characters that would break a NATS subject token or an etcd key segment.
 _UNSAFE = set(". *>/\t\n\r\x00") | {"\u00a0", "\u2028"}
@@ -57,8 +55,6 @@ def test_invalid_ids_raise_invalid_input_naming_the_field(value: str) -> None:
 def test_non_strings_are_rejected(value: object) -> None:
     with pytest.raises(InvalidInput):
         validate_room_id(value)
-    with pytest.raises(InvalidInput):
-        validate_user_id(value)
     assert not is_valid_id(value)
 
 
@@ -66,39 +62,6 @@ def test_long_values_are_truncated_in_the_error() -> None:
     with pytest.raises(InvalidInput) as err:
         validate_room_id("x" * 10_000)
     assert len(err.value.fields["value"]) < 100
-
-
-def test_user_id_accepts_uuid4_and_lowercases() -> None:
-    u = uuid.uuid4()
-    assert validate_user_id(str(u)) == str(u)
-    assert validate_user_id(str(u).upper()) == str(u)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        str(uuid.uuid1()),
-        str(uuid.uuid3(uuid.NAMESPACE_DNS, "x")),
-        str(uuid.uuid5(uuid.NAMESPACE_DNS, "x")),
-        uuid.uuid4().hex,  # no hyphens
-        "{" + str(uuid.uuid4()) + "}",
-        "urn:uuid:" + str(uuid.uuid4()),
-        str(uuid.uuid4()) + "\n",
-        "not-a-uuid",
-        "",
-    ],
-)
-def test_user_id_rejects_other_forms_and_versions(value: str) -> None:
-    with pytest.raises(InvalidInput) as err:
-        validate_user_id(value)
-    assert err.value.fields["field"] == "userId"
-
-
-def test_user_id_rejects_non_ascii_that_lowercases_to_ascii() -> None:
-    # U+212A KELVIN SIGN lowercases to "k"; no such trick may produce a valid id.
-    tricky = str(uuid.uuid4())[:-1] + "\u212a"
-    with pytest.raises(InvalidInput):
-        validate_user_id(tricky)
 
 
 @given(st.text(max_size=40))

@@ -37,7 +37,6 @@ from common.records import (
     decode_event,
     decode_payload,
     decode_record,
-    encode_event,
     encode_record,
     format_time,
     parse_time,
@@ -188,7 +187,7 @@ def test_etcd_record_round_trip(record: Any) -> None:
 
 @given(state_events)
 def test_state_event_round_trip(event: StateEvent) -> None:
-    raw = encode_event(event)
+    raw = encode_record(event)
     assert decode_event(raw, subject="rtc.state.rooms.r1x.meta") == event
     assert set(json.loads(raw)) == {"key", "op", "revision", "modRevision", "value"}
 
@@ -201,7 +200,7 @@ def test_event_payload_round_trip(payload: Any) -> None:
 @given(etcd_records)
 def test_state_event_carries_a_decodable_record(record: Any) -> None:
     event = StateEvent.for_put("/k/x/y", record, revision=9, mod_revision=7)
-    again = decode_event(encode_event(event))
+    again = decode_event(encode_record(event))
     assert decode_record(_KIND_OF[type(record)], again.value or {}, key=again.key) == record
 
 

@@ -60,10 +60,10 @@ class Recorder:
         return [k for k, _ in self.calls]
 
 
-def make(workers: int = 8, name: str = "test", **kw: float) -> tuple[KeyedScheduler, FakeClock, Recorder]:
+def make(workers: int = 8, name: str = "test") -> tuple[KeyedScheduler, FakeClock, Recorder]:
     clock = FakeClock()
     rec = Recorder(clock)
-    sched = KeyedScheduler(rec, workers=workers, clock=clock, name=name, **kw)
+    sched = KeyedScheduler(rec, workers=workers, clock=clock, name=name)
     return sched, clock, rec
 
 
@@ -99,12 +99,9 @@ def test_next_delay_doubles_from_100ms_and_caps_at_10s(attempt: int, delay_s: fl
     assert backoff_delay(attempt) == pytest.approx(delay_s)
 
 
-@pytest.mark.parametrize(
-    "kw", [{"workers": 0}, {"base_delay_s": -0.1}, {"base_delay_s": 2.0, "max_delay_s": 1.0}]
-)
-def test_invalid_settings_are_rejected(kw: dict[str, float]) -> None:
+def test_invalid_settings_are_rejected() -> None:
     with pytest.raises(InvalidInput):
-        KeyedScheduler(Recorder(FakeClock()), clock=FakeClock(), **kw)  # type: ignore[arg-type]
+        KeyedScheduler(Recorder(FakeClock()), clock=FakeClock(), workers=0)
 
 
 # -- ordering and dedup -----------------------------------------------------------------------
