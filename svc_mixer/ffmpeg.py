@@ -32,6 +32,16 @@ Why these flags:
 The process never runs through a shell; stdin is closed (``-nostdin``), stderr is read line by
 line: "Opening '.../segment_N.ts.tmp' for writing" gives the segment being written, everything
 is logged at debug and the last lines are kept for the log when FFmpeg exits.
+
+Stopping: the mixer sends FFmpeg an RTCP BYE on the room's RTCP port, as an RTP sender does when
+it leaves. The SDP demuxer ends its input at the BYE (it accepts it from any source: no
+``filter_src``), so FFmpeg finishes as at the end of a file: it encodes what it has, writes the
+last segment and the playlist and exits 0, in ~20 ms (FFmpeg 5.1 and 7.1, measured). Signals
+and ``q`` on stdin do not do it: FFmpeg notices them only between input packets, so while the
+input is silent (svc_janus removes the forwarder before the room stops, or no RTP ever came) it
+sits in its input read until the demuxer's 10 s ``listen_timeout``; only a second signal
+interrupts that read, and it also aborts the final writes (an empty playlist). SIGKILL stays as
+the fallback at the stop deadline.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ import logging
 import os
 import re
 import signal
+import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -65,7 +77,10 @@ logger = logging.getLogger(__name__)
 PLAYLIST_NAME = "stream.m3u8"
 SEGMENT_PATTERN = "segment_%d.ts"
 STDERR_TAIL_LINES = 20
-SECOND_SIGTERM_AFTER_S = 0.3  # FfmpegProcess.stop: FFmpeg 7 without input needs two
+BYE_RESEND_S = 0.2  # FfmpegProcess.stop: a BYE sent before FFmpeg bound its ports is lost
+# RTCP BYE for two SSRCs: FFmpeg's RTP demuxer drops datagrams shorter than 12 bytes unread
+_RTCP_BYE = struct.pack("!BBHII", 0x82, 203, 2, 0, 0)
+_SDP_AUDIO_PORT = re.compile(r"^m=audio (\d+) ", re.MULTILINE)
 _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
 _OPENING = re.compile(r"Opening '(?:crypto:)?(?:.*/)?segment_(\d+)\.ts(?:\.tmp)?' for writing")
 
@@ -130,6 +145,16 @@ def parse_segment_number(line: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _rtcp_address(argv: Sequence[str], sdp: str) -> tuple[str, int] | None:
+    """Where FFmpeg (``argv``, reading ``sdp``) receives RTCP: its ``-localaddr`` (loopback when
+    it binds every address), RTP port + 1. None when ``argv`` reads no SDP."""
+    m = _SDP_AUDIO_PORT.search(sdp)
+    if m is None:
+        return None
+    host = argv[argv.index("-localaddr") + 1] if "-localaddr" in argv else "127.0.0.1"
+    return host, int(m.group(1)) + 1
+
+
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a live process (None when it is gone)."""
     try:
@@ -142,7 +167,7 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 
 class FfmpegProcess:
-    """One FFmpeg run: start, follow stderr, wait, stop (SIGTERM, then SIGKILL after a timeout)."""
+    """One FFmpeg run: start, follow stderr, wait, stop (RTCP BYE, SIGKILL after a timeout)."""
 
     def __init__(
         self,
@@ -158,7 +183,8 @@ class FfmpegProcess:
         self._reader: asyncio.Task[None] | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.started_at = 0.0
-        self.last_segment: int | None = None  # stop() treats an FFmpeg with no output specially
+        self.last_segment: int | None = None
+        self._rtcp: tuple[str, int] | None = None  # where stop() sends the BYE
 
     @property
     def pid(self) -> int | None:
@@ -176,6 +202,10 @@ class FfmpegProcess:
         """Spawn FFmpeg; returns its pid. Raises OSError if the binary cannot run."""
         if self._proc is not None:
             raise RuntimeError(f"{self.name}: already started")
+        if "-i" in self.argv:
+            with contextlib.suppress(OSError, IndexError):  # FFmpeg itself will say what is wrong
+                sdp = Path(self.argv[self.argv.index("-i") + 1]).read_text()
+                self._rtcp = _rtcp_address(self.argv, sdp)
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -217,31 +247,26 @@ class FfmpegProcess:
         return code
 
     async def stop(self, timeout_s: float) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code (None if never started)."""
+        """End the input (RTCP BYE; SIGTERM if FFmpeg reads no SDP), SIGKILL after ``timeout_s``;
+        returns the exit code (None if never started)."""
         if self._proc is None:
             return None
-        if self._proc.returncode is None:
-            deadline = asyncio.get_running_loop().time() + timeout_s
+        if self._proc.returncode is None and self._rtcp is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.send_signal(signal.SIGTERM)
-            if self.last_segment is None:
-                # No input yet: FFmpeg 7 (Debian 13) waits for it in a demuxer thread that only a
-                # second signal interrupts (5.1 left on the first). Never send the second one to an
-                # FFmpeg that has output: it would cut the final playlist write (empty playlist).
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(SECOND_SIGTERM_AFTER_S, timeout_s)):
-                        await self._proc.wait()
-                if self._proc.returncode is None and self.last_segment is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        self._proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout_at(deadline):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._proc.returncode is None and (left := deadline - loop.time()) > 0:
+            if self._rtcp is not None:
+                self._send_bye(self._rtcp)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(BYE_RESEND_S, left)):
                     await self._proc.wait()
-            except TimeoutError:
-                logger.warning("ffmpeg %s ignored SIGTERM for %.1f s: SIGKILL", self.name, timeout_s)
-                with contextlib.suppress(ProcessLookupError):
-                    self._proc.kill()
-                await self._proc.wait()
+        if self._proc.returncode is None:
+            logger.warning("ffmpeg %s still running %.1f s after the stop: SIGKILL", self.name, timeout_s)
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await self._proc.wait()
         if self._reader is not None:
             # the pipe closes with the process; a grandchild holding it must not hang us
             try:
@@ -252,3 +277,10 @@ class FfmpegProcess:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._reader
         return self._proc.returncode
+
+    def _send_bye(self, address: tuple[str, int]) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.sendto(_RTCP_BYE, address)
+            except OSError as exc:  # the SIGKILL at the deadline still ends FFmpeg
+                logger.warning("ffmpeg %s: RTCP BYE to %s:%d failed: %s", self.name, *address, exc)
