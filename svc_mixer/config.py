@@ -16,10 +16,9 @@ replaces ``TEMP_DIR`` and ``SDP_DIR``, which are dropped. ``HLS_KEY_SECRET``: th
 the rooms' AES-128 keys are derived from (common.hlskey; svc_users must have the same one).
 ``HLS_TIME`` (2s), ``HLS_LIST_SIZE`` (5), ``HLS_DELETE_GRACE`` (60s: a deleted room's HLS dir
 stays this long), ``AUDIO_BITRATE`` (48k), ``AUDIO_CHANNELS`` (1), ``FFMPEG_BIN`` (ffmpeg),
-``FFMPEG_STOP_TIMEOUT`` (2s: SIGTERM, then SIGKILL; the reference waited 5 s, but an FFmpeg
-whose RTP has stopped ignores SIGTERM until its input times out, and the mixer writes the
-ENDLIST itself). ``RTP_PORT_END`` is exclusive, as in the reference's port manager (``p >= end``
-was skipped). ``ETCD_PREFIX_MIXER`` is
+``FFMPEG_STOP_TIMEOUT`` (2s: the stop's RTCP BYE, then SIGKILL; FFmpeg leaves within ~10 ms
+of the BYE, svc_mixer.ffmpeg; the reference waited 5 s after a SIGTERM). ``RTP_PORT_END`` is
+exclusive, as in the reference's port manager (``p >= end`` was skipped). ``ETCD_PREFIX_MIXER`` is
 ``ETCD_PREFIX_MIXERS``; the etcd keepalive/TLS/size keys, ``HTTP_TLS_*`` and ``OTEL_*`` are
 dropped as dead (see svc_rooms.config).
 """
@@ -99,7 +98,7 @@ class Config:
     )
     ffmpeg_bin: str = setting("ffmpeg", help="FFmpeg executable (name on PATH or a path)")
     ffmpeg_stop_timeout_s: float = setting(
-        2.0, key="ffmpeg_stop_timeout", parse=at_least(duration, 0.1), help="SIGTERM -> SIGKILL delay"
+        2.0, key="ffmpeg_stop_timeout", parse=at_least(duration, 0.1), help="stop (RTCP BYE) -> SIGKILL delay"
     )
     # etcd grants leases in whole seconds
     lease_ttl_s: float = setting(

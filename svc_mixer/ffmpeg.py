@@ -155,6 +155,14 @@ def _rtcp_address(argv: Sequence[str], sdp: str) -> tuple[str, int] | None:
     return host, int(m.group(1)) + 1
 
 
+def _sdp_of(argv: Sequence[str]) -> str:
+    """The text of FFmpeg's input file ("" if unreadable: FFmpeg itself will say why)."""
+    try:
+        return Path(argv[argv.index("-i") + 1]).read_text()
+    except (ValueError, IndexError, OSError):
+        return ""
+
+
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a live process (None when it is gone)."""
     try:
@@ -184,7 +192,7 @@ class FfmpegProcess:
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.started_at = 0.0
         self.last_segment: int | None = None
-        self._rtcp: tuple[str, int] | None = None  # where stop() sends the BYE
+        self._rtcp = _rtcp_address(self.argv, _sdp_of(self.argv))  # where stop() sends the BYE
 
     @property
     def pid(self) -> int | None:
@@ -202,10 +210,6 @@ class FfmpegProcess:
         """Spawn FFmpeg; returns its pid. Raises OSError if the binary cannot run."""
         if self._proc is not None:
             raise RuntimeError(f"{self.name}: already started")
-        if "-i" in self.argv:
-            with contextlib.suppress(OSError, IndexError):  # FFmpeg itself will say what is wrong
-                sdp = Path(self.argv[self.argv.index("-i") + 1]).read_text()
-                self._rtcp = _rtcp_address(self.argv, sdp)
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv,
             stdin=asyncio.subprocess.DEVNULL,

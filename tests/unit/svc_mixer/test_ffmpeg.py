@@ -1,4 +1,5 @@
-"""The FFmpeg argument list (ffmpeg-python), the key info file and stderr parsing."""
+"""The FFmpeg argument list (ffmpeg-python), the key info file, stderr parsing and where the
+stop's RTCP BYE goes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from svc_mixer.ffmpeg import HlsParams, build_argv, keyinfo_text, parse_segment_number
+from svc_mixer.ffmpeg import HlsParams, _rtcp_address, build_argv, keyinfo_text, parse_segment_number
+from svc_mixer.sdp import render_sdp
 
 
 def _params(**kw: object) -> HlsParams:
@@ -83,3 +85,14 @@ def test_keyinfo_has_uri_path_and_hex_iv() -> None:
 )
 def test_segment_number_from_stderr(line: str, number: int | None) -> None:
     assert parse_segment_number(line) == number
+
+
+def test_rtcp_bye_goes_to_the_bound_address_and_rtcp_port() -> None:
+    sdp = render_sdp("r1", 10002, "10.0.0.5")
+    assert _rtcp_address(build_argv(_params(bind_address="10.0.0.5")), sdp) == ("10.0.0.5", 10003)
+    # FFmpeg binds every address without -localaddr: loopback reaches it
+    assert _rtcp_address(build_argv(_params()), render_sdp("r1", 10002, "mixer.local")) == (
+        "127.0.0.1",
+        10003,
+    )
+    assert _rtcp_address(build_argv(_params()), "not an sdp") is None
