@@ -304,11 +304,18 @@ class LiveMeta:
 
 @attrs.frozen(kw_only=True)
 class JanusRecord:
-    """``/rooms/{roomId}/janus``: the AudioBridge room svc_janus built for the room."""
+    """``/rooms/{roomId}/janus``: the AudioBridge room svc_janus built for the room.
+
+    ``forwarder_stream_id`` is the Janus stream id of the RTP forwarder that feeds the room's
+    mixer (set while ``status`` is ``forwarding``). Every new forwarder has a new one, also when
+    a rebuilt room keeps its Janus room id after a Janus restart: the mixer restarts FFmpeg when
+    it changes (a new RTP stream). Absent in records written before the field existed.
+    """
 
     janus_id: str = _id_field()
     janus_room_id: int | None = _int_field(1, 2**63 - 1, default=None)
     status: JanusStatus
+    forwarder_stream_id: int | None = _int_field(0, 2**32 - 1, default=None)
     generation: int = _int_field(0, default=0)
     updated_at: datetime = attrs.field(converter=_to_utc, validator=_is_utc)
 

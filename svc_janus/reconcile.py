@@ -6,7 +6,10 @@ A room is *assigned* here when its meta exists and its livemeta is ``onair`` wit
 1. an AudioBridge room exists (pin from meta), recorded as ``/rooms/<id>/janus``
    ``{janusId, janusRoomId, status: room_created, generation}``;
 2. once ``/rooms/<id>/mixer`` names the room's mixer, one forwarder sends the mix there
-   (status ``forwarding``); a changed host/port stops the old forwarder before the new one.
+   (status ``forwarding``, ``forwarderStreamId`` = its Janus stream id); a changed host/port
+   stops the old forwarder before the new one. The stream id tells the mixer that its RTP
+   stream was replaced (it restarts FFmpeg), also when a room rebuilt after a Janus restart
+   keeps its Janus room id.
 
 For any other room it stops the forwarder, destroys the Janus room and deletes the record, but
 only while the record still names this Janus (a delete guarded by its mod_revision).
@@ -126,6 +129,9 @@ class RoomReconciler:
             janus_id=self.janus_id,
             janus_room_id=held.janus_room_id,
             status=status,
+            # names the RTP stream the mixer receives: a rebuilt room may keep its Janus room id,
+            # but its forwarder is new, and the mixer must restart FFmpeg for it
+            forwarder_stream_id=held.forwarder.stream_id if held.forwarder else None,
             generation=livemeta.generation,
             updated_at=datetime.now(UTC),
         )

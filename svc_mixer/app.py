@@ -112,6 +112,8 @@ async def running(config: Config) -> AsyncIterator[Mixer]:
         )
         reconciler.enqueue = enqueue
         await stack.enter_async_context(runtime)
+        # after the rebuild: the watchdog's restarts go through the runtime's scheduler
+        mixer.start_watchdog()
         for room_id in reconciler.leftover_dirs:
             runtime.enqueue(Target("rooms", room_id))
 
@@ -122,6 +124,7 @@ async def running(config: Config) -> AsyncIterator[Mixer]:
                 "rooms": mixer.room_ids(),
                 "rooms_running": mixer.running_count(),
                 "ffmpeg_restarts": mixer.restarts,
+                "ffmpeg_stall_restarts": mixer.stall_restarts,
                 "uptime_s": round(time.monotonic() - started, 1),
             }
 

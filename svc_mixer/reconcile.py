@@ -3,7 +3,9 @@
 For room R with view {livemeta, mixer, janus} (the reconcile runtime's cache):
 
 - it should run here when ``livemeta.status == onair`` and ``livemeta.mixerId`` is this mixer:
-  ``Mixer.ensure_stream`` (start, or restart on exit / new nonce / new forwarder), then the
+  ``Mixer.ensure_stream`` (start, or restart on exit / new nonce / new forwarder, i.e. another
+  ``(janusId, janusRoomId, generation, forwarderStreamId)`` in a ``forwarding`` janus record /
+  a stall the output watchdog found), then the
   record ``/rooms/R/mixer`` = {id, host, port, status ready, generation} is written if it differs,
   compared with the cached mod revision (a concurrent writer makes it a Conflict: retried);
 - otherwise (removing, moved to another mixer, deleted): ``Mixer.teardown_stream`` (FFmpeg
@@ -46,9 +48,12 @@ def should_run(livemeta: records.LiveMeta | None, mixer_id: str) -> bool:
 
 
 def forwarder_of(janus: records.JanusRecord | None) -> Forwarder | None:
-    if janus is None or janus.janus_room_id is None:
+    """The forwarder feeding the room, None while nothing forwards to it (no record, no Janus
+    room yet, forwarder stopped). A new stream id is a new RTP stream even in the same Janus
+    room (a room rebuilt after a Janus restart keeps its id)."""
+    if janus is None or janus.janus_room_id is None or janus.status is not records.JanusStatus.FORWARDING:
         return None
-    return Forwarder(janus.janus_id, janus.janus_room_id, janus.generation)
+    return Forwarder(janus.janus_id, janus.janus_room_id, janus.generation, janus.forwarder_stream_id)
 
 
 def _same_record(a: records.MixerRecord, b: records.MixerRecord) -> bool:

@@ -3,8 +3,9 @@
 A room's stream is its FFmpeg, RTP port and files. ``Mixer.ensure_stream(spec)`` makes it run
 (idempotent): it reserves the room's RTP port, writes the SDP, the AES key (``common.hlskey``)
 and the key info with a fresh IV, and starts FFmpeg; it restarts FFmpeg when it has exited,
-when the room's key changed (new livemeta nonce) or when the Janus forwarder feeding it changed
-(a new RTP stream: FFmpeg would stall ~30 s on the new timestamps). ``Mixer.teardown_stream``
+when the room's key changed (new livemeta nonce), when the Janus forwarder feeding it changed
+(a new RTP stream: FFmpeg would stall ~30 s on the new timestamps) and when the output watchdog
+found it stalled. ``Mixer.teardown_stream``
 stops FFmpeg (SIGTERM, SIGKILL after a timeout), ends the playlist with ``#EXT-X-ENDLIST``,
 removes the room's state files and frees its port.
 
@@ -12,6 +13,15 @@ When FFmpeg exits on its own the mixer does not restart it here: it calls ``on_e
 delay_s)`` and the reconciler's scheduler runs the room again after that delay (exponential
 while FFmpeg keeps dying young), so retries live in one place. Segment numbers continue across
 restarts (the highest number seen, +1).
+
+The output watchdog (``Mixer.check_output``, every ``min(1 s, HLS_TIME / 2)`` while
+``start_watchdog`` runs) looks at every running room that is fed (its janus record says
+``forwarding``): when FFmpeg wrote no new segment for ``STALL_SEGMENTS`` segment durations since
+the later of its start and its last segment, the room is marked with the reason and handed to
+``on_exit(room, 0)``, so the restart runs through the scheduler and ``ensure_stream`` like any
+other. A room nobody forwards to is not watched: without input FFmpeg has nothing to write.
+AudioBridge forwards the mix continuously (``always_on``), silence included, so a fed FFmpeg
+writes segments even when nobody speaks.
 
 Files (``STATE_DIR``): ``rooms/<id>.sdp``, ``keys/<id>.key`` (0600), ``keys/<id>.keyinfo``,
 ``procs/<id>.json`` (pid file), ``ports.json``. HLS output: ``HLS_DIR/<id>/``. This module
@@ -49,7 +59,15 @@ from svc_mixer.ports import PortPool
 from svc_mixer.procs import ProcessRegistry
 from svc_mixer.sdp import render_sdp
 
-__all__ = ["Forwarder", "Mixer", "MixerSettings", "RoomSpec", "restart_delay_s"]
+__all__ = [
+    "STALL_SEGMENTS",
+    "Forwarder",
+    "Mixer",
+    "MixerSettings",
+    "RoomSpec",
+    "restart_delay_s",
+    "stalled_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +76,14 @@ HEALTHY_RUN_S = 10.0
 
 FFMPEG_RESTARTS = Counter("mixer_ffmpeg_restarts_total", "FFmpeg processes restarted for a running room")
 FFMPEG_EXITS = Counter("mixer_ffmpeg_unexpected_exits_total", "FFmpeg exits the mixer did not ask for")
+FFMPEG_STALLS = Counter(
+    "mixer_ffmpeg_stall_restarts_total", "FFmpeg processes restarted because they wrote no new segment"
+)
 ROOMS_RUNNING = Gauge("mixer_rooms_running", "rooms with a running FFmpeg")
+
+# A fed FFmpeg that wrote no new segment for this many segment durations is restarted.
+STALL_SEGMENTS = 3
+WATCHDOG_MAX_INTERVAL_S = 1.0
 
 
 def restart_delay_s(crashes: int) -> float:
@@ -67,13 +92,24 @@ def restart_delay_s(crashes: int) -> float:
     return 0.0 if crashes <= 1 else backoff_delay(crashes - 1)
 
 
+def stalled_for(now: float, since: float, hls_time_s: float) -> float | None:
+    """Seconds without a new segment if that makes a stall, else None.
+
+    ``since`` is the later of the FFmpeg's start and its last new segment (monotonic clock).
+    """
+    quiet = now - since
+    return quiet if quiet >= STALL_SEGMENTS * hls_time_s else None
+
+
 @attrs.frozen
 class Forwarder:
-    """What feeds the room's RTP: a new Janus room (or Janus) means a new RTP stream."""
+    """What feeds the room's RTP: a new forwarder (stream id), Janus room or Janus means a new
+    RTP stream. ``stream_id`` is None in records written before svc_janus recorded it."""
 
     janus_id: str
     janus_room_id: int | None
     generation: int
+    stream_id: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -108,21 +144,32 @@ class MixerSettings:
 class _Room:
     spec: RoomSpec
     port: int
-    forwarder: Forwarder | None
+    forwarder: Forwarder | None  # the last forwarder seen (spec.forwarder: the current one)
     proc: FfmpegProcess | None = None
     watcher: asyncio.Task[None] | None = None
     next_number: int = 0
     crashes: int = 0
     starts: int = 0
     is_stopping: bool = False
+    started_at: float = 0.0  # the watchdog's clock
+    last_segment_at: float = 0.0
+    restart_reason: str = ""  # set by the watchdog until ensure_stream restarts FFmpeg
 
 
 class Mixer:
     """The rooms this mixer runs; see the module doc."""
 
-    def __init__(self, settings: MixerSettings, *, on_exit: Callable[[str, float], None]) -> None:
+    def __init__(
+        self,
+        settings: MixerSettings,
+        *,
+        on_exit: Callable[[str, float], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self._on_exit = on_exit
+        self._clock = clock
+        self._watchdog: asyncio.Task[None] | None = None
         state = settings.state_dir
         self.pool = PortPool(settings.rtp_port_start, settings.rtp_port_end, state / "ports.json")
         self.registry = ProcessRegistry(state / "procs")
@@ -130,6 +177,7 @@ class Mixer:
         self._keys_dir = state / "keys"
         self._rooms: dict[str, _Room] = {}
         self.restarts = 0
+        self.stall_restarts = 0
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -166,12 +214,56 @@ class Mixer:
         self.pool.load()
         return killed
 
+    def start_watchdog(self) -> None:
+        """Run :meth:`check_output` periodically until :meth:`aclose`."""
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch_output(), name="ffmpeg-output-watchdog")
+
+    async def _watch_output(self) -> None:
+        interval_s = min(WATCHDOG_MAX_INTERVAL_S, self.settings.hls_time_s / 2)
+        while True:
+            await asyncio.sleep(interval_s)
+            self.check_output()
+
+    def check_output(self) -> list[str]:
+        """Mark every fed room whose FFmpeg stalled and hand it to ``on_exit`` for a restart;
+        returns the rooms marked now."""
+        now = self._clock()
+        stalled: list[str] = []
+        for room_id, room in self._rooms.items():
+            proc = room.proc
+            if proc is None or not proc.is_running or room.is_stopping or room.restart_reason:
+                continue
+            if room.spec.forwarder is None:
+                continue  # nothing forwards to this room: no output expected
+            quiet = stalled_for(now, max(room.started_at, room.last_segment_at), self.settings.hls_time_s)
+            if quiet is None:
+                continue
+            room.restart_reason = f"no new segment for {quiet:.0f} s"
+            self.stall_restarts += 1
+            FFMPEG_STALLS.inc()
+            logger.warning(
+                "ffmpeg of room %s (pid %s) stalled: %s (last segment %s); restarting it",
+                room_id,
+                proc.pid,
+                room.restart_reason,
+                proc.last_segment,
+            )
+            stalled.append(room_id)
+            self._on_exit(room_id, 0.0)
+        return stalled
+
     async def aclose(self) -> None:
         """Stop every FFmpeg (the service is shutting down); ports and playlists stay as they are.
 
         The playlists get no ENDLIST and the reservations are kept: a mixer started again
         resumes each room on the same port, and the forwarder keeps working.
         """
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
         await asyncio.gather(*(self._halt(room) for room in list(self._rooms.values())))
         self._rooms.clear()
         ROOMS_RUNNING.set(0)
@@ -193,6 +285,8 @@ class Mixer:
             reason = "room key changed (new nonce)"
         elif spec.forwarder is not None and room.forwarder is not None and spec.forwarder != room.forwarder:
             reason = f"forwarder changed {room.forwarder} -> {spec.forwarder}"
+        elif room.restart_reason:
+            reason = room.restart_reason
         if spec.forwarder is not None:
             room.forwarder = spec.forwarder
         room.spec = spec
@@ -279,6 +373,7 @@ class Mixer:
 
         def seen(number: int) -> None:
             room.next_number = max(room.next_number, number + 1)
+            room.last_segment_at = self._clock()
 
         proc = FfmpegProcess(argv, name=room_id, on_segment=seen)
         try:
@@ -289,6 +384,8 @@ class Mixer:
         room.proc = proc
         room.starts += 1
         room.is_stopping = False
+        room.started_at = self._clock()
+        room.restart_reason = ""
         if room.starts > 1:
             self.restarts += 1
             FFMPEG_RESTARTS.inc()

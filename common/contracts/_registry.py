@@ -163,7 +163,12 @@ _RECORD_EXAMPLES: dict[tuple[Collection, Kind], tuple[str, object]] = {
     (Collection.ROOMS, Kind.JANUS): (
         _ROOM,
         JanusRecord(
-            janus_id=_JANUS, janus_room_id=4242, status=JanusStatus.FORWARDING, generation=1, updated_at=_AT
+            janus_id=_JANUS,
+            janus_room_id=4242,
+            status=JanusStatus.FORWARDING,
+            forwarder_stream_id=1_789_012_345,
+            generation=1,
+            updated_at=_AT,
         ),
     ),
     (Collection.ROOMS, Kind.MIXER): (
@@ -202,8 +207,9 @@ _STATE_CONSUMERS: dict[tuple[Collection, Kind], tuple[str, ...]] = {
     (Collection.ROOMS, Kind.META): ("svc_rooms", "svc_janus", "svc_gateway", "svc_users"),
     # who serves the room; the nonce keys the HLS encryption (svc_mixer, svc_users)
     (Collection.ROOMS, Kind.LIVEMETA): ("svc_rooms", "svc_janus", "svc_mixer", "svc_gateway", "svc_users"),
-    # janusRoomId for joins; status for migration and stats
-    (Collection.ROOMS, Kind.JANUS): ("svc_rooms", "svc_gateway"),
+    # janusRoomId for joins; status for migration and stats; forwarderStreamId: a replaced RTP
+    # stream restarts the room's FFmpeg (svc_mixer)
+    (Collection.ROOMS, Kind.JANUS): ("svc_rooms", "svc_mixer", "svc_gateway"),
     # the RTP forward target; rtpPort in the room API
     (Collection.ROOMS, Kind.MIXER): ("svc_rooms", "svc_janus"),
     # picking and migration; the gateway finds the room's Janus host

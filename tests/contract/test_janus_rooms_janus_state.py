@@ -63,5 +63,7 @@ async def test_producer_message_validates_and_a_consumer_accepts_it(
         records.JanusStatus.ROOM_CREATED,
         records.JanusStatus.FORWARDING,
     ]
+    # the forwarder feeding the mixer is named once there is one (the mixer compares it)
+    assert puts[0].forwarder_stream_id is None and puts[1].forwarder_stream_id is not None
     assert records.decode_event(got[-1].data).op is records.StateOp.DELETE
     assert isinstance(seen[0], records.JanusRecord)

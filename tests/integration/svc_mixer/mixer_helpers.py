@@ -71,11 +71,15 @@ def removing() -> records.LiveMeta:
     )
 
 
-def janus_record(janus_room_id: int, *, generation: int = 0) -> records.JanusRecord:
+def janus_record(
+    janus_room_id: int, *, generation: int = 0, stream_id: int | None = None
+) -> records.JanusRecord:
+    """What svc_janus writes once it forwards to the mixer (``stream_id``: the forwarder's)."""
     return records.JanusRecord(
         janus_id="janus1",
         janus_room_id=janus_room_id,
         status=records.JanusStatus.FORWARDING,
+        forwarder_stream_id=stream_id,
         generation=generation,
         updated_at=datetime.now(UTC),
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from common import records
@@ -187,13 +188,14 @@ async def _no_record(store: StateStore, room: str) -> bool:
 
 
 async def test_new_forwarder_restarts_ffmpeg(
-    store: StateStore, make_mixer: Callable[..., MixerProcess]
+    store: StateStore, make_mixer: Callable[..., MixerProcess], senders: list[Any]
 ) -> None:
     mixer = make_mixer()
     await asyncio.to_thread(mixer.start)
     room = unique_id("fwd")
     await put_livemeta(store, room, onair(mixer.mixer_id))
-    await _port_of(store, room)
+    # RTP flows, as it does while a janus record says forwarding (else the watchdog restarts it)
+    senders.append(send_tone(await _port_of(store, room), seconds=60))
     await store.put(StateKey("rooms", room, "janus"), janus_record(1001))
     await asyncio.sleep(0.5)
     first = mixer.ffmpeg_pid(room)
@@ -203,9 +205,20 @@ async def test_new_forwarder_restarts_ffmpeg(
     await asyncio.sleep(0.5)
     assert mixer.ffmpeg_pid(room) == first
     # a new Janus room (Janus restarted): FFmpeg must start clean
-    await store.put(StateKey("rooms", room, "janus"), janus_record(2002, generation=1))
+    await store.put(StateKey("rooms", room, "janus"), janus_record(2002, generation=1, stream_id=7))
     await eventually(lambda: (p := mixer.ffmpeg_pid(room)) is not None and p != first, 10, "ffmpeg restarted")
     assert cmdline_of(first) is None
+    second = mixer.ffmpeg_pid(room)
+    # the room rebuilt under the same Janus room id with a new forwarder: a new RTP stream too
+    await store.put(StateKey("rooms", room, "janus"), janus_record(2002, generation=1, stream_id=8))
+    await eventually(lambda: mixer.ffmpeg_pid(room) not in (None, second), 10, "ffmpeg restarted")
+    third = mixer.ffmpeg_pid(room)
+    # the forwarder stopped (room_created) and the same one named again: nothing new
+    created = attrs.evolve(janus_record(2002, generation=1), status=records.JanusStatus.ROOM_CREATED)
+    await store.put(StateKey("rooms", room, "janus"), created)
+    await store.put(StateKey("rooms", room, "janus"), janus_record(2002, generation=1, stream_id=8))
+    await asyncio.sleep(0.5)
+    assert mixer.ffmpeg_pid(room) == third
 
 
 async def test_exhausted_port_pool_retries_the_room_later(

@@ -91,6 +91,7 @@ janus_records = st.builds(
     janus_id=ids,
     janus_room_id=st.none() | st.integers(1, 2**63 - 1),
     status=st.sampled_from(JanusStatus),
+    forwarder_stream_id=st.none() | st.integers(0, 2**32 - 1),
     generation=non_neg,
     updated_at=times,
 )
@@ -239,6 +240,18 @@ T0 = datetime(2025, 12, 5, 12, 3, 12, 387123, tzinfo=UTC)
         (
             JanusRecord(janus_id="janus1", status=JanusStatus.ROOM_CREATED, updated_at=T0),
             '{"janusId":"janus1","status":"room_created","generation":0,"updatedAt":"2025-12-05T12:03:12.387123Z"}',
+        ),
+        (
+            JanusRecord(
+                janus_id="janus1",
+                janus_room_id=4242,
+                status=JanusStatus.FORWARDING,
+                forwarder_stream_id=77,
+                generation=3,
+                updated_at=T0,
+            ),
+            '{"janusId":"janus1","status":"forwarding","generation":3,"updatedAt":"2025-12-05T12:03:12.387123Z",'
+            '"janusRoomId":4242,"forwarderStreamId":77}',
         ),
         (
             MixerRecord(id="mixer-1", host="10.0.0.2", port=20000, status=MixerStatus.READY, updated_at=T0),
@@ -417,6 +430,9 @@ def _heartbeat(**changes: Any) -> dict[str, Any]:
         ("janus", _janus(janusRoomId=0), "$.janusRoomId"),
         ("janus", _janus(status="running"), "$.status"),
         ("janus", _janus(generation=1.5), "$.generation"),
+        ("janus", _janus(forwarderStreamId="7"), "$.forwarderStreamId"),
+        ("janus", _janus(forwarderStreamId=2**32), "$.forwarderStreamId"),
+        ("janus", _janus(forwarderStreamId=-1), "$.forwarderStreamId"),
         ("mixer", _mixer(port=70000), "$.port"),
         ("mixer", _mixer(port=0), "$.port"),
         ("mixer", _mixer(id="m/1"), "$.id"),
@@ -479,6 +495,13 @@ def test_constructors_validate_invariants() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         rec.status = JanusStatus.NOT_FORWARDING  # type: ignore[misc]
     assert attrs.evolve(rec, status=JanusStatus.NOT_FORWARDING).status is JanusStatus.NOT_FORWARDING
+
+
+def test_janus_record_written_before_the_forwarder_stream_id_still_decodes() -> None:
+    old = f'{{"janusId":"janus1","janusRoomId":4242,"status":"forwarding","generation":1,"updatedAt":"{_T}"}}'
+    rec = decode_record("janus", old, key="/rooms/r1x/janus")
+    assert isinstance(rec, JanusRecord)
+    assert rec.forwarder_stream_id is None and rec.janus_room_id == 4242
 
 
 def test_dead_letter_build_truncates_and_survives_bad_utf8() -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from common import records
-from svc_janus.reconcile import _forward_to, _same, is_assigned
+from common.keys import StateKey
+from common.reconcile import Target
+from common.state import StateStore, Versioned
+from svc_janus.reconcile import RoomReconciler, _forward_to, _same, is_assigned
+from tests.unit.svc_janus.test_service import FakeBridge, make
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 META = records.RoomMeta(pin="", max_anchors=3, hls_path="r/stream.m3u8", created_at=NOW)
@@ -60,3 +64,53 @@ def test_record_comparison_ignores_the_time() -> None:
             janus_id="janus-1", janus_room_id=123456, status=records.JanusStatus.ROOM_CREATED, updated_at=NOW
         ),
     )
+
+
+class FakeStore:
+    """The janus records svc_janus writes, in a dict (get/put with mod revisions)."""
+
+    def __init__(self) -> None:
+        self.data: dict[StateKey, Versioned] = {}
+        self.revision = 0
+
+    async def get(self, skey: StateKey) -> Versioned | None:
+        return self.data.get(skey)
+
+    async def put(self, skey: StateKey, record: Any, *, expect: Any = None) -> int:
+        self.revision += 1
+        self.data[skey] = Versioned(key=skey, record=record, mod_revision=self.revision)
+        return self.revision
+
+
+async def test_a_room_rebuilt_under_the_same_id_names_its_new_forwarder() -> None:
+    bridge = FakeBridge()
+    store = FakeStore()
+    published: list[str] = []
+
+    async def publish(subject: str, data: bytes) -> None:
+        published.append(subject)
+
+    reconciler = RoomReconciler(make(bridge), cast(StateStore, store), publish)
+    skey = StateKey("rooms", "room-1", "janus")
+
+    async def reconcile() -> records.JanusRecord:
+        got = await store.get(skey)
+        view: dict[str, Any] = {"meta": META, "livemeta": live("janus-u1"), "mixer": mixer()}
+        if got is not None:
+            view["janus"] = got.record
+        await reconciler.reconcile(Target("rooms", "room-1"), view)
+        found = await store.get(skey)
+        assert found is not None
+        rec: records.JanusRecord = found.record
+        return rec
+
+    first = await reconcile()
+    assert first.status is records.JanusStatus.FORWARDING and first.forwarder_stream_id is not None
+    # Janus restarts: every room and forwarder is gone
+    bridge.rooms.clear()
+    bridge.forwarders.clear()
+    assert await reconciler.check_janus() == ["room-1"]
+    rebuilt = await reconcile()
+    assert rebuilt.janus_room_id == first.janus_room_id  # the previous id is tried first
+    assert rebuilt.forwarder_stream_id not in (None, first.forwarder_stream_id)
+    assert published == ["rtc.events.rooms.room-1.janus_restarted"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import attrs
+
 from common import records
 from svc_mixer.reconcile import forwarder_of, should_run
 from svc_mixer.service import Forwarder, restart_delay_s
@@ -41,7 +43,13 @@ def test_forwarder_identity() -> None:
         generation=2,
         updated_at=NOW,
     )
-    assert forwarder_of(rec) == Forwarder("janus1", 1234, 2)
+    assert forwarder_of(rec) == Forwarder("janus1", 1234, 2)  # an old record: no stream id
+    fed = attrs.evolve(rec, forwarder_stream_id=77)
+    assert forwarder_of(fed) == Forwarder("janus1", 1234, 2, 77)
+    # a Janus restart rebuilds the room under the same id, with a new forwarder: a new stream
+    assert forwarder_of(attrs.evolve(fed, forwarder_stream_id=78)) != forwarder_of(fed)
+    # the room exists but nothing forwards (yet, or any more): nothing to compare
+    assert forwarder_of(attrs.evolve(rec, status=records.JanusStatus.ROOM_CREATED)) is None
 
 
 def test_restart_delay_grows_and_is_capped() -> None:

@@ -1,0 +1,133 @@
+"""The output watchdog's rule on a fake clock: a fed room whose FFmpeg wrote no new segment for
+three segment durations (since the later of its start and its last segment) is handed to the
+scheduler once, with the reason; unfed, stopping or already marked rooms are left alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from svc_mixer.ffmpeg import FfmpegProcess
+from svc_mixer.service import (
+    FFMPEG_STALLS,
+    STALL_SEGMENTS,
+    Forwarder,
+    Mixer,
+    MixerSettings,
+    RoomSpec,
+    _Room,
+    stalled_for,
+)
+
+HLS_TIME_S = 2.0
+FED = Forwarder("janus1", 123456, 1, 77)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeProc:
+    """What the watchdog reads of an FfmpegProcess."""
+
+    def __init__(self) -> None:
+        self.is_running = True
+        self.pid = 4242
+        self.last_segment: int | None = 7
+
+
+def test_stall_rule() -> None:
+    limit = STALL_SEGMENTS * HLS_TIME_S
+    assert STALL_SEGMENTS == 3
+    assert stalled_for(100.0, 100.0, HLS_TIME_S) is None
+    assert stalled_for(100.0 + limit - 0.01, 100.0, HLS_TIME_S) is None
+    assert stalled_for(100.0 + limit, 100.0, HLS_TIME_S) == limit
+    assert stalled_for(100.0 + 9.5, 100.0, HLS_TIME_S) == 9.5
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Mixer, FakeClock, list[tuple[str, float]]]:
+    clock = FakeClock()
+    restarts: list[tuple[str, float]] = []
+    settings = MixerSettings(
+        hls_dir=tmp_path / "hls",
+        state_dir=tmp_path / "state",
+        host="127.0.0.1",
+        key_base_url="http://127.0.0.1/hls/rooms/",
+        hls_key_secret="k" * 32,
+        rtp_port_start=10000,
+        rtp_port_end=10010,
+        hls_time_s=HLS_TIME_S,
+    )
+    mixer = Mixer(settings, on_exit=lambda room, delay: restarts.append((room, delay)), clock=clock)
+    return mixer, clock, restarts
+
+
+def _add(mixer: Mixer, clock: FakeClock, room_id: str, forwarder: Forwarder | None = FED) -> _Room:
+    room = _Room(
+        spec=RoomSpec(room_id=room_id, nonce="n", forwarder=forwarder),
+        port=10000,
+        forwarder=forwarder,
+        proc=cast(FfmpegProcess, FakeProc()),
+        started_at=clock.now,
+    )
+    mixer._rooms[room_id] = room
+    return room
+
+
+def test_a_fed_room_without_new_segments_is_restarted_once(
+    setup: tuple[Mixer, FakeClock, list[tuple[str, float]]],
+) -> None:
+    mixer, clock, restarts = setup
+    room = _add(mixer, clock, "r-stall")
+    before = FFMPEG_STALLS._value.get()
+    clock.now += 5.9  # segments arrive: the last one 0.1 s ago
+    room.last_segment_at = clock.now - 0.1
+    assert mixer.check_output() == []
+    clock.now = room.last_segment_at + 5.99
+    assert mixer.check_output() == []
+    clock.now = room.last_segment_at + 6.0
+    assert mixer.check_output() == ["r-stall"]
+    assert restarts == [("r-stall", 0.0)]  # through the scheduler, at once
+    assert room.restart_reason == "no new segment for 6 s"
+    assert mixer.stall_restarts == 1 and FFMPEG_STALLS._value.get() == before + 1
+    # marked until ensure_stream restarts it: not handed over twice
+    clock.now += 10
+    assert mixer.check_output() == [] and len(restarts) == 1
+
+
+def test_the_start_counts_when_no_segment_came_yet(
+    setup: tuple[Mixer, FakeClock, list[tuple[str, float]]],
+) -> None:
+    mixer, clock, _ = setup
+    room = _add(mixer, clock, "r-new")
+    clock.now += 5.0
+    assert mixer.check_output() == []
+    clock.now = room.started_at + 6.5
+    assert mixer.check_output() == ["r-new"]
+    assert room.restart_reason == "no new segment for 6 s"
+    # a restarted FFmpeg: a later start counts, even though the last segment is older
+    room.restart_reason = ""
+    room.started_at = clock.now
+    clock.now += 3.0
+    assert mixer.check_output() == []
+
+
+def test_unfed_stopping_and_exited_rooms_are_not_watched(
+    setup: tuple[Mixer, FakeClock, list[tuple[str, float]]],
+) -> None:
+    mixer, clock, restarts = setup
+    _add(mixer, clock, "r-unfed", forwarder=None)  # nothing forwards to it: no output expected
+    stopping = _add(mixer, clock, "r-stopping")
+    stopping.is_stopping = True
+    exited = _add(mixer, clock, "r-exited")
+    cast(FakeProc, exited.proc).is_running = False  # the exit watcher restarts it
+    clock.now += 60
+    assert mixer.check_output() == []
+    assert restarts == []
