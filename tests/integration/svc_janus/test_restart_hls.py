@@ -195,13 +195,17 @@ async def test_hls_continues_with_the_tone_after_janus_is_killed(
             # the anchors reconnect when told (janus_restarted): the speaker joins again
             await speak(after.janus_room_id)
 
+            # The segment in progress at the kill (last_before_kill + 1) holds audio from before
+            # it: the old FFmpeg completes it when it is stopped. Only later segments are the new
+            # FFmpeg's, on the rebuilt room's stream.
+            old_ffmpeg_last = last_before_kill + 1
             first_new_s: float | None = None
             tone_s: float | None = None
             deadline = killed_at + 10.0
             while time.monotonic() < deadline and tone_s is None:
-                if first_new_s is None and max(_segments(playlist), default=-1) > last_before_kill:
+                if first_new_s is None and max(_segments(playlist), default=-1) > old_ffmpeg_last:
                     first_new_s = time.monotonic() - killed_at
-                if await tone_segment(last_before_kill) is not None:
+                if await tone_segment(old_ffmpeg_last) is not None:
                     tone_s = time.monotonic() - killed_at
                 await asyncio.sleep(0.1)
             logger.warning(
