@@ -19,14 +19,14 @@ import attrs
 
 from common.bus import Bus
 from common.micro import serve_micro
-from common.reconcile import Interest, ReconcileRuntime, Target
+from common.reconcile import ReconcileRuntime, Target
 from common.state import StateStore
 from common.wiring import ModuleHeartbeat, keyspace_from, open_bus, open_etcd, serve_http
 from svc_janus.api import create_app
 from svc_janus.audiobridge import AudioBridge
 from svc_janus.config import Config
 from svc_janus.janus_ws import JanusClient, SessionInfo
-from svc_janus.reconcile import JanusMonitor, RoomReconciler
+from svc_janus.reconcile import INTERESTS, JanusMonitor, RoomReconciler
 from svc_janus.service import RoomService
 
 __all__ = ["JanusApp", "main", "running"]
@@ -124,7 +124,7 @@ async def running(config: Config) -> AsyncIterator[JanusApp]:
             etcd=etcd,
             bus=bus,
             keyspace=keyspace,
-            interests=[Interest("rooms", frozenset({"meta", "livemeta", "mixer", "janus"}))],
+            interests=list(INTERESTS),
             reconcile=reconciler.reconcile,
             rebuild=reconciler.rebuild,
         )

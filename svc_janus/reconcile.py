@@ -34,11 +34,17 @@ from prometheus_client import Counter, Gauge
 from common import keys, records
 from common.errors import AppError, log_error
 from common.keys import StateKey
-from common.reconcile import StateCache, Target
+from common.reconcile import Interest, StateCache, Target
 from common.state import ABSENT, StateStore
 from svc_janus.service import RoomService, Wanted
 
-__all__ = ["JanusMonitor", "RoomReconciler", "is_assigned"]
+__all__ = ["INTERESTS", "JanusMonitor", "RoomReconciler", "is_assigned"]
+
+# What svc_janus' reconcile runtime watches (its RTC_STATE consumer's filter subjects); the
+# contract registry's consumers are tested against it (tests/unit/common/test_contract_consumers.py).
+INTERESTS: tuple[Interest, ...] = (
+    Interest(keys.Collection.ROOMS.value, frozenset({"meta", "livemeta", "mixer", "janus"})),
+)
 
 logger = logging.getLogger(__name__)
 

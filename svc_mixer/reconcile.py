@@ -29,16 +29,20 @@ from typing import Any
 from common import records
 from common.ids import is_valid_id
 from common.keys import StateKey
-from common.reconcile import StateCache, Target
+from common.reconcile import Interest, StateCache, Target
 from common.state import ABSENT, StateStore
 from svc_mixer import hls
 from svc_mixer.service import Forwarder, Mixer, RoomSpec
 
-__all__ = ["RoomReconciler", "forwarder_of", "should_run"]
+__all__ = ["INTERESTS", "RoomReconciler", "forwarder_of", "should_run"]
 
 logger = logging.getLogger(__name__)
 
 ROOMS = "rooms"
+
+# What svc_mixer's reconcile runtime watches (its RTC_STATE consumer's filter subjects); the
+# contract registry's consumers are tested against it (tests/unit/common/test_contract_consumers.py).
+INTERESTS: tuple[Interest, ...] = (Interest(ROOMS, frozenset({"livemeta", "mixer", "janus"})),)
 
 
 def should_run(livemeta: records.LiveMeta | None, mixer_id: str) -> bool:

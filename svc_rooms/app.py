@@ -25,16 +25,16 @@ import attrs
 from common.bus import Bus
 from common.errors import AppError
 from common.etcd import EtcdStore
-from common.keys import Collection, Kind
+from common.keys import Kind
 from common.micro import serve_micro
-from common.reconcile import Interest, ReconcileRuntime, Target
+from common.reconcile import ReconcileRuntime, Target
 from common.relay import StateRelay
 from common.state import StateStore
 from common.wiring import keyspace_from, open_bus, open_etcd, serve_http
 from svc_rooms.api import create_app
 from svc_rooms.config import Config
 from svc_rooms.housekeeping import Housekeeper
-from svc_rooms.reconcile import RoomReconciler
+from svc_rooms.reconcile import INTERESTS, RoomReconciler
 from svc_rooms.resources import ResourceManager
 from svc_rooms.roomstore import RoomStore
 from svc_rooms.service import Clock, RoomService, utc_now
@@ -102,21 +102,13 @@ async def running(
         async def reconcile(target: Target, view: Mapping[str, Any]) -> None:
             await reconcilers[0].reconcile(target, view)
 
-        modules = frozenset({Kind.HEARTBEAT.value, Kind.MARK.value})
         runtime = ReconcileRuntime(
             service=SERVICE,
             instance=_instance_name(),
             etcd=etcd,
             bus=bus,
             keyspace=keyspace,
-            interests=[
-                Interest(
-                    Collection.ROOMS.value,
-                    frozenset({Kind.META.value, Kind.LIVEMETA.value, Kind.JANUS.value, Kind.MIXER.value}),
-                ),
-                Interest(Collection.JANUSES.value, modules),
-                Interest(Collection.MIXERS.value, modules),
-            ],
+            interests=list(INTERESTS),
             reconcile=reconcile,
             resync_interval_s=config.housekeeping_interval_s,
         )

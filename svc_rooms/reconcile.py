@@ -27,7 +27,7 @@ import attrs
 from common.errors import Conflict, Unavailable
 from common.etcd import Compare
 from common.keys import Collection, Kind, StateKey
-from common.reconcile import StateCache, Target
+from common.reconcile import Interest, StateCache, Target
 from common.records import LiveMeta, LiveStatus, MigrationKind, MigrationReason, RoomMigrated
 from svc_rooms import metrics
 from svc_rooms.modules import assigned_counts, module_state
@@ -35,9 +35,22 @@ from svc_rooms.resources import ResourceManager
 from svc_rooms.roomstore import RoomStore, Slot
 from svc_rooms.service import Clock, utc_now
 
-__all__ = ["RoomReconciler", "migration_msg_id"]
+__all__ = ["INTERESTS", "RoomReconciler", "migration_msg_id"]
 
 logger = logging.getLogger(__name__)
+
+_MODULE_KINDS = frozenset({Kind.HEARTBEAT.value, Kind.MARK.value})
+
+# What svc_rooms' reconcile runtime watches (its RTC_STATE consumer's filter subjects); the
+# contract registry's consumers are tested against it (tests/unit/common/test_contract_consumers.py).
+INTERESTS: tuple[Interest, ...] = (
+    Interest(
+        Collection.ROOMS.value,
+        frozenset({Kind.META.value, Kind.LIVEMETA.value, Kind.JANUS.value, Kind.MIXER.value}),
+    ),
+    Interest(Collection.JANUSES.value, _MODULE_KINDS),
+    Interest(Collection.MIXERS.value, _MODULE_KINDS),
+)
 
 _KINDS = (
     (MigrationKind.JANUS, Collection.JANUSES),

@@ -202,18 +202,21 @@ _STATE_PRODUCERS: dict[tuple[Collection, Kind], tuple[str, ...]] = {
     (Collection.MIXERS, Kind.MARK): ("svc_rooms",),
 }
 
+# The services whose reconcile runtime subscribes to the subject (svc_*/reconcile.py INTERESTS;
+# tests/unit/common/test_contract_consumers.py checks this against them). Reading a key from
+# etcd directly (svc_users: livemeta and meta per request) does not make a consumer.
 _STATE_CONSUMERS: dict[tuple[Collection, Kind], tuple[str, ...]] = {
-    # pin for the AudioBridge room and for joins; maxAnchors for user roles
-    (Collection.ROOMS, Kind.META): ("svc_rooms", "svc_janus", "svc_gateway", "svc_users"),
-    # who serves the room; the nonce keys the HLS encryption (svc_mixer, svc_users)
-    (Collection.ROOMS, Kind.LIVEMETA): ("svc_rooms", "svc_janus", "svc_mixer", "svc_gateway", "svc_users"),
-    # janusRoomId for joins; status for migration and stats; forwarderStreamId: a replaced RTP
-    # stream restarts the room's FFmpeg (svc_mixer)
-    (Collection.ROOMS, Kind.JANUS): ("svc_rooms", "svc_mixer", "svc_gateway"),
-    # the RTP forward target; rtpPort in the room API
-    (Collection.ROOMS, Kind.MIXER): ("svc_rooms", "svc_janus"),
-    # picking and migration; the gateway finds the room's Janus host
-    (Collection.JANUSES, Kind.HEARTBEAT): ("svc_rooms", "svc_gateway"),
+    # pin for the AudioBridge room and for joins
+    (Collection.ROOMS, Kind.META): ("svc_rooms", "svc_janus"),
+    # who serves the room; the nonce keys the HLS encryption (svc_mixer)
+    (Collection.ROOMS, Kind.LIVEMETA): ("svc_rooms", "svc_janus", "svc_mixer"),
+    # janusRoomId and status for migration and stats; svc_janus holds its own record;
+    # forwarderStreamId: a replaced RTP stream restarts the room's FFmpeg (svc_mixer)
+    (Collection.ROOMS, Kind.JANUS): ("svc_rooms", "svc_janus", "svc_mixer"),
+    # the RTP forward target (svc_janus); rtpPort in the room API; svc_mixer holds its own record
+    (Collection.ROOMS, Kind.MIXER): ("svc_rooms", "svc_janus", "svc_mixer"),
+    # picking and migration
+    (Collection.JANUSES, Kind.HEARTBEAT): ("svc_rooms",),
     (Collection.JANUSES, Kind.MARK): ("svc_rooms",),
     (Collection.MIXERS, Kind.HEARTBEAT): ("svc_rooms",),
     (Collection.MIXERS, Kind.MARK): ("svc_rooms",),
@@ -302,13 +305,14 @@ def _event_contracts() -> list[Contract]:
             description=(
                 "svc_rooms moved the room to another Janus or mixer (its module's lease expired, or "
                 "the module was marked draining/unready); livemeta.generation was incremented. "
-                "The gateway asks the room's anchors to reconnect."
+                "No service consumes it yet: svc_gateway, once built, asks the room's anchors to "
+                "reconnect."
             ),
             stream=EVENTS_STREAM,
             payload_type=RoomMigrated,
             schema=record_schema(RoomMigrated),
             producers=("svc_rooms",),
-            consumers=("svc_gateway",),
+            consumers=(),
             example=unstructure(migrated),
             parameters=(room,),
         ),
@@ -318,14 +322,14 @@ def _event_contracts() -> list[Contract]:
             title="janus restarted",
             description=(
                 "svc_janus found its Janus restarted (session lost) and rebuilt the room's "
-                "AudioBridge room; anchors' WebRTC sessions are gone, so the gateway asks them to "
-                "reconnect."
+                "AudioBridge room; anchors' WebRTC sessions are gone. No service consumes it yet: "
+                "svc_gateway, once built, asks them to reconnect."
             ),
             stream=EVENTS_STREAM,
             payload_type=JanusRestarted,
             schema=record_schema(JanusRestarted),
             producers=("svc_janus",),
-            consumers=("svc_gateway",),
+            consumers=(),
             example=unstructure(restarted),
             parameters=(room,),
         ),
