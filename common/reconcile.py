@@ -5,7 +5,8 @@ collections and kinds it cares about and a ``reconcile(target, view)`` coroutine
 
 1. creates the service instance's durable pull consumer on RTC_STATE (filtered to those
    subjects, delivering only new messages; a consumer idle past ``inactive_threshold_s`` is
-   removed by the server, which is how instances that are gone get cleaned up),
+   removed by the server, which is how instances that are gone get cleaned up; an existing one
+   with another config is updated, or recreated when the server refuses the update),
 2. then loads an etcd snapshot into the cache (consumer first, so no change falls in a gap),
 3. calls the service's ``rebuild(cache)`` hook (compare with the real resources),
 4. enqueues every id in the keyed scheduler, and
@@ -15,7 +16,8 @@ collections and kinds it cares about and a ``reconcile(target, view)`` coroutine
    message never stops the consumer.
 
 A periodic resync re-reads etcd and enqueues whatever differs; after a NATS reconnect or an
-etcd outage the runtime re-snapshots. Retries of failed reconciles live in the scheduler only.
+etcd outage, or once its consumer was deleted and created again, the runtime re-snapshots.
+Retries of failed reconciles live in the scheduler only.
 """
 
 from __future__ import annotations
