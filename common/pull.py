@@ -4,8 +4,13 @@ nats-py's ``fetch(batch, timeout)`` collects a batch before it returns: when a l
 in on a quiet stream it waits out the rest of the timeout for more, which adds up to a second of
 latency exactly when the system is idle. Here one pull request (``batch`` messages, ``expires``)
 is kept outstanding on a private inbox; messages flow into a queue as the server sends them, and
-a new request goes out when the current one is used up or ends (status 404/408/409), or when
-nothing was heard for longer than it could take (a request lost in a reconnect).
+a new request goes out when the current one is used up or ends (status 408 expired, 409 other
+than a deleted consumer), or when nothing was heard for longer than it could take (a request lost
+in a reconnect).
+
+A consumer that is gone (409 "Consumer Deleted" on the outstanding request, 503 no responders or
+404 on a new one) is not the end of a request: ``next`` raises ``Unavailable`` so the owner
+recreates the consumer and re-reads the state it missed (the reconcile runtime re-snapshots).
 
 The queue is fed by a subscription callback, so waiting on it is cancellable at any point
 (cancelling nats-py's own ``next_msg`` can leave its helper task stuck).
@@ -41,7 +46,8 @@ class PullStream:
         self.bus = bus
         self.stream = stream
         self.durable = durable
-        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        # Messages, or the error that ends the stream (queued so a waiting next() wakes up).
+        self._queue: asyncio.Queue[Msg | Unavailable] = asyncio.Queue()
         self._sub: Subscription | None = None
         self._inbox = ""
         self._left = 0  # messages the outstanding request may still deliver
@@ -72,14 +78,20 @@ class PullStream:
             return
         if status == "100":  # idle heartbeat: the request is alive
             return
-        # 404 no messages, 408 request expired, 409 consumer/leadership change: the request is over.
-        if status != "408":
-            logger.debug(
-                "pull request of %s ended with %s %s",
-                self.durable,
-                status,
-                msg.headers.get("Description", "") if msg.headers else "",
+        description = msg.headers.get("Description", "") if msg.headers else ""
+        if _consumer_is_gone(status, description):
+            self._left = 0
+            self._queue.put_nowait(
+                Unavailable(
+                    f"consumer {self.durable} on {self.stream} is gone",
+                    status=status,
+                    description=description.strip().splitlines()[0] if description.strip() else "",
+                )
             )
+            return
+        # 408 request expired, 409 leadership change or a limit: the request is over.
+        if status != "408":
+            logger.debug("pull request of %s ended with %s %s", self.durable, status, description)
         self._left = 0
 
     async def _request(self) -> None:
@@ -105,10 +117,31 @@ class PullStream:
             if self._left <= 0 or time.monotonic() - self._last_heard > 2 * HEARTBEAT_S + 1:
                 await self._request()
             try:
-                return await asyncio.wait_for(self._queue.get(), timeout_s)
+                item = await asyncio.wait_for(self._queue.get(), timeout_s)
             except TimeoutError:
                 return None
-        msg = self._queue.get_nowait()
+            return _message(item)
+        msg = _message(self._queue.get_nowait())
         if self._left <= 0 and self._queue.empty():
             await self._request()
         return msg
+
+
+def _message(item: Msg | Unavailable) -> Msg:
+    if isinstance(item, Unavailable):
+        raise item
+    return item
+
+
+def _consumer_is_gone(status: str, description: str) -> bool:
+    """Whether a status on the inbox says the consumer no longer exists (not just a request over).
+
+    409 "Consumer Deleted" answers the outstanding request when the consumer is deleted; a new
+    request to a missing consumer has no responder (503) or, on some servers, 404 "No Consumers".
+    404 "No Messages" answers only ``no_wait`` requests, which this stream never sends.
+    """
+    if status == "409":
+        return description.strip().lower() == "consumer deleted"
+    if status == "503":
+        return True
+    return status == "404" and description.strip().lower() != "no messages"

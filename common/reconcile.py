@@ -5,7 +5,8 @@ collections and kinds it cares about and a ``reconcile(target, view)`` coroutine
 
 1. creates the service instance's durable pull consumer on RTC_STATE (filtered to those
    subjects, delivering only new messages; a consumer idle past ``inactive_threshold_s`` is
-   removed by the server, which is how instances that are gone get cleaned up),
+   removed by the server, which is how instances that are gone get cleaned up; an existing one
+   with another config is updated, or recreated when the server refuses the update),
 2. then loads an etcd snapshot into the cache (consumer first, so no change falls in a gap),
 3. calls the service's ``rebuild(cache)`` hook (compare with the real resources),
 4. enqueues every id in the keyed scheduler, and
@@ -15,7 +16,8 @@ collections and kinds it cares about and a ``reconcile(target, view)`` coroutine
    message never stops the consumer.
 
 A periodic resync re-reads etcd and enqueues whatever differs; after a NATS reconnect or an
-etcd outage the runtime re-snapshots. Retries of failed reconciles live in the scheduler only.
+etcd outage, or once its consumer was deleted and created again, the runtime re-snapshots.
+Retries of failed reconciles live in the scheduler only.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from common import keys, records
+from common.backoff import Backoff
 from common.bus import Bus
 from common.errors import AppError, InvalidInput, Unavailable, log_error
 from common.etcd import EtcdStore
@@ -53,6 +56,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_RESYNC_INTERVAL_S = 30.0
 DEFAULT_INACTIVE_THRESHOLD_S = 300.0
 FETCH_WAIT_S = 1.0
+CONSUME_RETRY_MAX_S = 2.0
 
 
 @attrs.frozen
@@ -158,6 +162,28 @@ class StateCache:
 
     def __len__(self) -> int:
         return sum(len(k) for k in self._by_target.values())
+
+
+def _config_changes(have: ConsumerConfig, want: ConsumerConfig) -> list[str]:
+    """What differs between the server's consumer config and ours, as ``field old -> new``."""
+
+    def subjects(config: ConsumerConfig) -> list[str]:
+        if config.filter_subjects:
+            return sorted(config.filter_subjects)
+        return [config.filter_subject] if config.filter_subject else []
+
+    changes: list[str] = []
+    if subjects(have) != subjects(want):
+        changes.append(f"filter_subjects {subjects(have)} -> {subjects(want)}")
+    for field in ("description", "deliver_policy", "ack_policy", "max_ack_pending"):
+        old, new = getattr(have, field), getattr(want, field)
+        if old != new:  # the policies are str enums: "all" == DeliverPolicy.ALL
+            changes.append(f"{field} {getattr(old, 'value', old)} -> {getattr(new, 'value', new)}")
+    for field in ("ack_wait", "inactive_threshold"):  # seconds, from nanoseconds on the wire
+        old, new = getattr(have, field), getattr(want, field)
+        if (old is None or new is None or abs(old - new) > 0.001) and old != new:
+            changes.append(f"{field} {old} -> {new}")
+    return changes
 
 
 ReconcileFn = Callable[[Target, Mapping[str, Any]], Awaitable[None]]
@@ -287,32 +313,65 @@ class ReconcileRuntime:
             filter_subjects=subjects,
         )
 
-    async def _ensure_consumer(self) -> None:
+    async def _ensure_consumer(self) -> bool:
+        """Create the consumer, or bring an existing one to the config this instance asks for.
+
+        An existing consumer with the same config keeps its position (events since our last run
+        wait there). One that differs (an older version of the service watched other subjects)
+        is updated in place; what the server cannot update (deliver or ack policy) is deleted
+        and created again. Either way the snapshot that follows covers whatever it skipped: True
+        when the consumer is new or changed, so the caller must (re-)snapshot.
+        """
         config = self._consumer_config()
         try:
             async with asyncio.timeout(self.bus.request_timeout_s):
                 try:
-                    await self.bus.js.consumer_info(keys.STATE_STREAM, self.durable_name)
-                    # An existing consumer keeps its position: events since our last run wait there.
+                    info = await self.bus.js.consumer_info(keys.STATE_STREAM, self.durable_name)
                 except nats.js.errors.NotFoundError:
                     await self.bus.js.add_consumer(keys.STATE_STREAM, config)
                     logger.info("created consumer %s on %s", self.durable_name, keys.STATE_STREAM)
+                    return True
+                changes = _config_changes(info.config, config)
+                if not changes:
+                    return False
+                try:
+                    await self.bus.js.add_consumer(keys.STATE_STREAM, config)
+                    logger.info("updated consumer %s: %s", self.durable_name, "; ".join(changes))
+                except nats.js.errors.APIError as exc:
+                    logger.info(
+                        "consumer %s cannot be updated (%s); recreating it: %s",
+                        self.durable_name,
+                        exc.description,
+                        "; ".join(changes),
+                    )
+                    with contextlib.suppress(nats.js.errors.NotFoundError):
+                        await self.bus.js.delete_consumer(keys.STATE_STREAM, self.durable_name)
+                    await self.bus.js.add_consumer(keys.STATE_STREAM, config)
+                return True
         except Exception as exc:
             raise Unavailable(f"cannot create consumer {self.durable_name}: {exc}") from exc
 
     async def _consume(self) -> None:
         pull: PullStream | None = None
+        # A consumer that cannot pull misses nothing (the re-snapshot covers it) but delays every
+        # event, so the wait between tries is capped low; the jitter spreads instances that lost
+        # the same server.
+        backoff = Backoff(max_s=CONSUME_RETRY_MAX_S, jitter=0.5)
         try:
             while not self._is_stopping.is_set():
                 try:
                     if pull is None:
-                        await self._ensure_consumer()
+                        # A consumer created now starts at the stream's end: whatever changed
+                        # since the last snapshot is only in etcd.
+                        if await self._ensure_consumer():
+                            self._resnapshot.set()
                         pull = PullStream(self.bus, stream=keys.STATE_STREAM, durable=self.durable_name)
                         await pull.start()
                     if self._resnapshot.is_set():
                         self._resnapshot.clear()
                         await self._ensure_consumer()
                         await self._load_snapshot(initial=False)
+                        backoff.reset()
                     msg = await pull.next(FETCH_WAIT_S)
                     if msg is not None:
                         await self._handle(msg)
@@ -324,7 +383,7 @@ class ReconcileRuntime:
                         await pull.stop()
                         pull = None
                     self._resnapshot.set()
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(backoff.next())
         finally:
             if pull is not None:
                 await pull.stop()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from common import keys, records
 from common.bus import Bus
@@ -266,3 +267,58 @@ async def test_consumer_of_a_gone_instance_is_removed_by_the_inactivity_threshol
         return "svc_test-short-lived" not in [c.name for c in await bus.js.consumers_info(keys.STATE_STREAM)]
 
     await eventually(gone, 10, "the idle consumer was removed by the server")
+
+
+@pytest.mark.parametrize("deliver_policy", [DeliverPolicy.NEW, DeliverPolicy.ALL])
+async def test_an_existing_consumer_with_other_filters_is_brought_to_the_runtime_config(
+    etcd: EtcdStore, bus: Bus, keyspace: Keyspace, deliver_policy: DeliverPolicy
+) -> None:
+    # A durable of the same name from an older version of the service: other subjects (and, in
+    # the second case, a deliver policy the server cannot update in place).
+    await bus.js.add_consumer(
+        keys.STATE_STREAM,
+        ConsumerConfig(
+            durable_name="svc_test-one",
+            deliver_policy=deliver_policy,
+            ack_policy=AckPolicy.EXPLICIT,
+            filter_subjects=["rtc.state.mixers.*.heartbeat"],
+        ),
+    )
+    rec = Recorder()
+    async with runtime_for(etcd, bus, keyspace, rec) as rt:
+        info = await bus.js.consumer_info(keys.STATE_STREAM, rt.durable_name)
+        assert info.config.filter_subjects == ["rtc.state.rooms.*.livemeta", "rtc.state.rooms.*.meta"]
+        assert info.config.deliver_policy == DeliverPolicy.NEW
+        # Events on the runtime's subjects reach reconcile (no resync: its interval is an hour).
+        await StateStore(etcd, bus, keyspace).put(StateKey("rooms", "new-filter", "meta"), room_meta("nf"))
+        await eventually(lambda: rec.last_view(Target("rooms", "new-filter")), 5, "event on the new filter")
+
+
+@pytest.mark.parametrize("when", ["pulling", "at_start"])
+async def test_a_consumer_deleted_while_running_is_recreated_and_resnapshotted(
+    etcd: EtcdStore, bus: Bus, keyspace: Keyspace, when: str
+) -> None:
+    rec = Recorder()
+    store = StateStore(etcd, bus, keyspace)
+    async with runtime_for(etcd, bus, keyspace, rec) as rt:
+        if when == "pulling":
+            # An event went through, so a pull request is outstanding: the delete answers it (409).
+            await store.put(StateKey("rooms", "before-delete", "meta"), room_meta("before-delete"))
+            await eventually(lambda: rec.last_view(Target("rooms", "before-delete")), 5, "first event")
+        # else: deleted before the first pull request went out (it meets no responder, 503) or
+        # before the consume loop checked the consumer (it creates a new one).
+        await bus.js.delete_consumer(keys.STATE_STREAM, rt.durable_name)
+        # Straight to etcd, no event: only the re-snapshot after recreating the consumer can see
+        # it (the periodic resync is an hour away).
+        silent = StateStore(etcd, None, keyspace)
+        await silent.put(StateKey("rooms", "after-delete", "meta"), room_meta("after-delete"))
+        await eventually(lambda: rec.last_view(Target("rooms", "after-delete")), 5, "seen after the delete")
+
+        async def exists() -> bool:
+            names = [c.name for c in await bus.js.consumers_info(keys.STATE_STREAM)]
+            return rt.durable_name in names
+
+        await eventually(exists, 5, "the consumer exists again")
+        # And it delivers again.
+        await store.put(StateKey("rooms", "later", "meta"), room_meta("later"))
+        await eventually(lambda: rec.last_view(Target("rooms", "later")), 5, "event after recreation")
