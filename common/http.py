@@ -23,7 +23,7 @@ from litestar.types import ExceptionHandlersMap
 from common import records
 from common.errors import AppError, InvalidInput, log_error
 
-__all__ = ["decode_body", "exception_handlers", "json_response", "make_app"]
+__all__ = ["decode_body", "exception_handlers", "health_response", "json_response", "make_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,14 @@ def json_response(
     return Response(
         content=content, status_code=status_code, headers=dict(headers or {}), media_type="application/json"
     )
+
+
+def health_response(checks: Mapping[str, bool], fields: Mapping[str, Any]) -> Response[Any]:
+    """The ``/health`` answer every service gives: 200 ``"status": "ok"`` when every named check
+    is true, else 503 ``"status": "unavailable"``; ``checks`` and ``fields`` go in the body."""
+    ok = all(checks.values())
+    body = {**fields, "status": "ok" if ok else "unavailable", "checks": dict(checks)}
+    return json_response(body, 200 if ok else 503)
 
 
 def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[Any]:

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from common import records
 from common.bus import Bus
 from common.config import EtcdSettings, NatsSettings
-from common.errors import Unavailable
+from common.errors import AppError, Unavailable
 from common.etcd import EtcdStore
 from common.heartbeat import HeartbeatKeeper
 from common.keys import Keyspace, StateKey
@@ -28,6 +28,7 @@ from common.state import StateStore
 
 __all__ = [
     "ModuleHeartbeat",
+    "etcd_reachable",
     "keyspace_from",
     "metrics_payload",
     "open_bus",
@@ -38,6 +39,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 HTTP_START_TIMEOUT_S = 10.0
+# A health check's own etcd read gives up after this long (the probe must answer quickly).
+HEALTH_ETCD_TIMEOUT_S = 2.0
 
 
 def keyspace_from(settings: EtcdSettings) -> Keyspace:
@@ -63,6 +66,16 @@ def open_bus(settings: NatsSettings, *, name: str) -> contextlib.AbstractAsyncCo
         request_timeout_s=settings.request_timeout_s,
         drain_timeout_s=settings.drain_timeout_s,
     )
+
+
+async def etcd_reachable(etcd: EtcdStore, key: str, *, timeout_s: float = HEALTH_ETCD_TIMEOUT_S) -> bool:
+    """The ``etcd`` health check: one get of ``key`` (absent is fine) answers within ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await etcd.get(key)
+    except (AppError, TimeoutError):
+        return False
+    return True
 
 
 def split_addr(addr: str) -> tuple[str, int]:

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from litestar import Litestar, Response, get
 
-from common.http import json_response, make_app
+from common.http import health_response, make_app
 from common.wiring import metrics_payload
 
 __all__ = ["create_app"]
 
 
-def create_app(status: Callable[[], Mapping[str, Any]], before_metrics: Callable[[], None]) -> Litestar:
-    """``status()`` gives the health body; ``before_metrics()`` refreshes sampled gauges (CPU)."""
+def create_app(
+    health: Callable[[], Awaitable[Mapping[str, bool]]],
+    status: Callable[[], Mapping[str, Any]],
+    before_metrics: Callable[[], None],
+) -> Litestar:
+    """``health()`` gives the named checks (200 when all are true, else 503), ``status()`` the
+    rest of the body; ``before_metrics()`` refreshes sampled gauges (CPU)."""
 
-    @get("/health", sync_to_thread=False)
-    def health() -> Response[Any]:
-        return json_response({"status": "ok", **status()})
+    @get("/health")
+    async def health_check() -> Response[Any]:
+        return health_response(await health(), status())
 
     @get("/metrics", sync_to_thread=False)
     def metrics() -> Response[bytes]:
@@ -26,4 +31,4 @@ def create_app(status: Callable[[], Mapping[str, Any]], before_metrics: Callable
         body, content_type = metrics_payload()
         return Response(content=body, media_type=content_type)
 
-    return make_app([health, metrics])
+    return make_app([health_check, metrics])

@@ -17,14 +17,15 @@ from typing import Any
 
 from prometheus_client import Gauge
 
+from common.keys import StateKey
 from common.micro import serve_micro
-from common.reconcile import Interest, ReconcileRuntime, Target
+from common.reconcile import ReconcileRuntime, Target
 from common.scheduler import SchedulerClosed
 from common.state import StateStore
-from common.wiring import ModuleHeartbeat, keyspace_from, open_bus, open_etcd, serve_http
+from common.wiring import ModuleHeartbeat, etcd_reachable, keyspace_from, open_bus, open_etcd, serve_http
 from svc_mixer.api import create_app
 from svc_mixer.config import Config
-from svc_mixer.reconcile import RoomReconciler
+from svc_mixer.reconcile import INTERESTS, RoomReconciler
 from svc_mixer.service import Mixer, MixerSettings
 
 __all__ = ["main", "mixer_settings", "running"]
@@ -106,7 +107,7 @@ async def running(config: Config) -> AsyncIterator[Mixer]:
             etcd=etcd,
             bus=bus,
             keyspace=keyspace,
-            interests=[Interest("rooms", frozenset({"livemeta", "mixer", "janus"}))],
+            interests=list(INTERESTS),
             reconcile=reconciler.reconcile,
             rebuild=reconciler.rebuild,
         )
@@ -117,12 +118,29 @@ async def running(config: Config) -> AsyncIterator[Mixer]:
         for room_id in reconciler.leftover_dirs:
             runtime.enqueue(Target("rooms", room_id))
 
+        heartbeat_key = store.key(StateKey("mixers", config.mixer_id, "heartbeat"))
+        reconcile_runtime = runtime
+
+        async def health() -> Mapping[str, bool]:
+            return {
+                "nats": bus.is_connected,
+                "etcd": await etcd_reachable(etcd, heartbeat_key),
+                "heartbeat": heartbeat.is_alive,
+                "reconciler": reconcile_runtime.is_ready,
+                "watchdog": mixer.watchdog_running,
+                "ffmpeg": mixer.ffmpeg_count(reconciler.assigned()).ok,
+            }
+
         def status() -> Mapping[str, Any]:
+            ffmpeg = mixer.ffmpeg_count(reconciler.assigned())
             return {
                 "service": "svc_mixer",
                 "mixer_id": config.mixer_id,
                 "rooms": mixer.room_ids(),
                 "rooms_running": mixer.running_count(),
+                "rooms_assigned": ffmpeg.expected,
+                "rooms_backoff": ffmpeg.backoff,
+                "rooms_missing": ffmpeg.missing,
                 "ffmpeg_restarts": mixer.restarts,
                 "ffmpeg_stall_restarts": mixer.stall_restarts,
                 "uptime_s": round(time.monotonic() - started, 1),
@@ -142,6 +160,6 @@ async def running(config: Config) -> AsyncIterator[Mixer]:
             )
         )
         await stack.enter_async_context(
-            serve_http(create_app(status, before_metrics), config.http.addr, name="svc_mixer")
+            serve_http(create_app(health, status, before_metrics), config.http.addr, name="svc_mixer")
         )
         yield mixer

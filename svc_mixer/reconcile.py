@@ -87,6 +87,16 @@ class RoomReconciler:
         self.enqueue: Callable[[Target, float], None] | None = None
         self.leftover_dirs: list[str] = []
 
+    def assigned(self) -> list[str]:
+        """The rooms that should run here, as the runtime's cache sees them (for /health)."""
+        if self.cache is None:
+            return []
+        return [
+            room_id
+            for room_id, meta in self.cache.items(ROOMS, "livemeta")
+            if should_run(meta, self.mixer_id)
+        ]
+
     def _mod_revision(self, room_id: str, kind: str) -> int | None:
         if self.cache is None:
             return None

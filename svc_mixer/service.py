@@ -37,7 +37,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import attrs
@@ -61,6 +61,7 @@ from svc_mixer.sdp import render_sdp
 
 __all__ = [
     "STALL_SEGMENTS",
+    "FfmpegCount",
     "Forwarder",
     "Mixer",
     "MixerSettings",
@@ -154,6 +155,25 @@ class _Room:
     started_at: float = 0.0  # the watchdog's clock
     last_segment_at: float = 0.0
     restart_reason: str = ""  # set by the watchdog until ensure_stream restarts FFmpeg
+    restart_at: float = 0.0  # after an exit: when the restart is due (the clock of ``Mixer``)
+
+
+@attrs.frozen
+class FfmpegCount:
+    """The health view of the FFmpegs: rooms that should run here against those that do.
+
+    A room waiting out its restart backoff is counted apart (it is being handled); ``missing``
+    names every other assigned room without a running FFmpeg.
+    """
+
+    expected: int
+    running: int
+    backoff: list[str]
+    missing: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
 
 
 class Mixer:
@@ -190,6 +210,27 @@ class Mixer:
     def streams(self) -> int:
         """Rooms this mixer serves (the heartbeat's ``streams``)."""
         return len(self._rooms)
+
+    @property
+    def watchdog_running(self) -> bool:
+        return self._watchdog is not None and not self._watchdog.done()
+
+    def ffmpeg_count(self, assigned: Iterable[str]) -> FfmpegCount:
+        """Compare the rooms assigned to this mixer (etcd's view) with the FFmpegs running."""
+        now = self._clock()
+        expected = sorted(set(assigned))
+        running = 0
+        backoff: list[str] = []
+        missing: list[str] = []
+        for room_id in expected:
+            room = self._rooms.get(room_id)
+            if room is not None and room.proc is not None and room.proc.is_running:
+                running += 1
+            elif room is not None and room.proc is not None and room.restart_at > now:
+                backoff.append(room_id)
+            else:
+                missing.append(room_id)
+        return FfmpegCount(len(expected), running, backoff, missing)
 
     def pid_of(self, room_id: str) -> int | None:
         room = self._rooms.get(room_id)
@@ -411,6 +452,7 @@ class Mixer:
         ran_s = time.monotonic() - proc.started_at
         room.crashes = 0 if ran_s >= HEALTHY_RUN_S else room.crashes + 1
         delay = restart_delay_s(room.crashes)
+        room.restart_at = self._clock() + delay
         logger.warning(
             "ffmpeg of room %s exited with %s after %.1f s; restart in %.1f s; last output: %s",
             room_id,

@@ -27,7 +27,7 @@ from litestar.types import LifespanHook
 
 from common.contracts import record_schema
 from common.errors import Forbidden, InvalidInput, Unauthorized
-from common.http import decode_body, json_response, make_app
+from common.http import decode_body, health_response, make_app
 from common.keys import Collection
 from common.records import format_time
 from common.wiring import metrics_payload
@@ -235,15 +235,7 @@ def create_app(
 
     @get("/health", summary="etcd and NATS reachable, state relay running")
     async def health_check() -> Response[Any]:
-        checks = dict(await health())
-        ok = all(checks.values())
-        body = {
-            "status": "ok" if ok else "unavailable",
-            "service": "rooms",
-            "timestamp": int(time.time()),
-            "checks": checks,
-        }
-        return json_response(body, 200 if ok else 503)
+        return health_response(await health(), {"service": "rooms", "timestamp": int(time.time())})
 
     @get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response[bytes]:

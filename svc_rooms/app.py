@@ -23,14 +23,12 @@ from typing import Any
 import attrs
 
 from common.bus import Bus
-from common.errors import AppError
-from common.etcd import EtcdStore
 from common.keys import Kind
 from common.micro import serve_micro
 from common.reconcile import ReconcileRuntime, Target
 from common.relay import StateRelay
 from common.state import StateStore
-from common.wiring import keyspace_from, open_bus, open_etcd, serve_http
+from common.wiring import etcd_reachable, keyspace_from, open_bus, open_etcd, serve_http
 from svc_rooms.api import create_app
 from svc_rooms.config import Config
 from svc_rooms.housekeeping import Housekeeper
@@ -44,7 +42,6 @@ __all__ = ["SERVICE", "Rooms", "main", "running"]
 logger = logging.getLogger(__name__)
 
 SERVICE = "svc_rooms"
-HEALTH_TIMEOUT_S = 2.0
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -73,15 +70,6 @@ class Rooms:
     housekeeper: Housekeeper
     relay: StateRelay
     url: str
-
-
-async def _etcd_ok(etcd: EtcdStore, key: str) -> bool:
-    try:
-        async with asyncio.timeout(HEALTH_TIMEOUT_S):
-            await etcd.get(key)
-    except (AppError, TimeoutError):
-        return False
-    return True
 
 
 @contextlib.asynccontextmanager
@@ -141,7 +129,7 @@ async def running(
 
         async def health() -> dict[str, bool]:
             return {
-                "etcd": await _etcd_ok(etcd, probe_key),
+                "etcd": await etcd_reachable(etcd, probe_key),
                 "nats": bus.is_connected,
                 "relay": relay.is_running,
                 "reconciler": runtime.is_ready,

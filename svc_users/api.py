@@ -4,7 +4,7 @@
   not on air.
 - ``GET /hls/rooms/{roomId}/enc.key`` with ``Authorization: Bearer <token>`` -> 200, 16 bytes
   ``application/octet-stream`` with no-cache headers; 401 / 403 / 404 (see svc_users.viewer).
-- ``GET /health``, ``GET /metrics``.
+- ``GET /health`` (NATS connected, etcd reachable: 200, else 503), ``GET /metrics``.
 
 CORS (every origin; GET/POST/OPTIONS; Authorization and Content-Type; Content-Length exposed)
 lets a player on another origin fetch the key. Errors use the common JSON body.
@@ -12,14 +12,14 @@ lets a player on another origin fetch the key. Errors use the common JSON body.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
 from litestar.config.cors import CORSConfig
 from litestar.params import FromPath, RawBody
 
-from common.http import decode_body, json_response, make_app
+from common.http import decode_body, health_response, json_response, make_app
 from common.wiring import metrics_payload
 from svc_users.bodies import TokenBody
 from svc_users.viewer import ViewerAccess
@@ -33,7 +33,13 @@ KEY_HEADERS = {
 }
 
 
-def create_app(access: ViewerAccess, status: Callable[[], Mapping[str, Any]]) -> Litestar:
+def create_app(
+    access: ViewerAccess,
+    health: Callable[[], Awaitable[Mapping[str, bool]]],
+    status: Callable[[], Mapping[str, Any]],
+) -> Litestar:
+    """``health()`` gives the named checks of ``/health`` (200 when all are true, else 503)."""
+
     @post("/api/token", status_code=200, summary="Issue a viewer token for an on-air room")
     async def issue_token(body: RawBody) -> Response[Any]:
         req = decode_body(TokenBody, body)
@@ -45,9 +51,9 @@ def create_app(access: ViewerAccess, status: Callable[[], Mapping[str, Any]]) ->
         key = await access.hls_key(room_id, request.headers.get("authorization"))
         return Response(content=key, media_type="application/octet-stream", headers=KEY_HEADERS)
 
-    @get("/health", sync_to_thread=False)
-    def health() -> Response[Any]:
-        return json_response({"status": "ok", **status()})
+    @get("/health")
+    async def health_check() -> Response[Any]:
+        return health_response(await health(), status())
 
     @get("/metrics", sync_to_thread=False)
     def metrics() -> Response[bytes]:
@@ -61,4 +67,4 @@ def create_app(access: ViewerAccess, status: Callable[[], Mapping[str, Any]]) ->
         expose_headers=["Content-Length"],
         allow_credentials=False,
     )
-    return make_app([issue_token, enc_key, health, metrics], cors_config=cors)
+    return make_app([issue_token, enc_key, health_check, metrics], cors_config=cors)

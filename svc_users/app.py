@@ -16,7 +16,7 @@ from common import records
 from common.keys import StateKey
 from common.micro import serve_micro
 from common.state import StateStore
-from common.wiring import keyspace_from, open_bus, open_etcd, serve_http
+from common.wiring import etcd_reachable, keyspace_from, open_bus, open_etcd, serve_http
 from svc_users.api import create_app
 from svc_users.config import Config
 from svc_users.viewer import ViewerAccess
@@ -48,6 +48,11 @@ async def main(config: Config, stop: asyncio.Event) -> None:
         def status() -> Mapping[str, Any]:
             return {"service": "svc_users"}
 
+        probe_key = store.key(StateKey("rooms", "health-probe", "livemeta"))
+
+        async def health() -> Mapping[str, bool]:
+            return {"nats": bus.is_connected, "etcd": await etcd_reachable(etcd, probe_key)}
+
         await stack.enter_async_context(
             serve_micro(
                 bus,
@@ -58,7 +63,7 @@ async def main(config: Config, stop: asyncio.Event) -> None:
             )
         )
         await stack.enter_async_context(
-            serve_http(create_app(access, status), config.http.addr, name="svc_users")
+            serve_http(create_app(access, health, status), config.http.addr, name="svc_users")
         )
         logger.info("svc_users ready")
         await stop.wait()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import pytest
 from litestar import Litestar, get, post
@@ -9,7 +11,7 @@ from litestar.params import RawBody
 from litestar.testing import TestClient
 
 from common import errors
-from common.http import decode_body, exception_handlers
+from common.http import decode_body, exception_handlers, health_response
 
 
 @attrs.frozen(kw_only=True)
@@ -74,3 +76,22 @@ def test_bugs_are_a_generic_500_and_litestar_errors_keep_the_body() -> None:
             r = client.post("/items", content=raw)
             assert r.status_code == 400, raw
             assert word in r.text, (raw, r.text)
+
+
+def test_health_response_is_ok_only_when_every_check_is_true() -> None:
+    @get("/health", sync_to_thread=False)
+    def healthy() -> Any:
+        return health_response({"nats": True, "etcd": True}, {"service": "x", "status": "ignored"})
+
+    @get("/broken", sync_to_thread=False)
+    def broken() -> Any:
+        return health_response({"nats": False, "etcd": True}, {"service": "x"})
+
+    with TestClient(Litestar([healthy, broken])) as client:
+        ok = client.get("/health")
+        assert ok.status_code == 200
+        assert ok.json() == {"service": "x", "status": "ok", "checks": {"nats": True, "etcd": True}}
+        bad = client.get("/broken")
+        assert bad.status_code == 503
+        body = bad.json()
+        assert body == {"service": "x", "status": "unavailable", "checks": {"nats": False, "etcd": True}}
