@@ -70,6 +70,7 @@ __all__ = [
     "keyinfo_text",
     "parse_segment_number",
     "process_cpu_seconds",
+    "rtcp_address",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,6 @@ STDERR_TAIL_LINES = 20
 BYE_RESEND_S = 0.2  # FfmpegProcess.stop: a BYE sent before FFmpeg bound its ports is lost
 # RTCP BYE for two SSRCs: FFmpeg's RTP demuxer drops datagrams shorter than 12 bytes unread
 _RTCP_BYE = struct.pack("!BBHII", 0x82, 203, 2, 0, 0)
-_SDP_AUDIO_PORT = re.compile(r"^m=audio (\d+) ", re.MULTILINE)
 _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
 _OPENING = re.compile(r"Opening '(?:crypto:)?(?:.*/)?segment_(\d+)\.ts(?:\.tmp)?' for writing")
 
@@ -145,22 +145,10 @@ def parse_segment_number(line: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _rtcp_address(argv: Sequence[str], sdp: str) -> tuple[str, int] | None:
-    """Where FFmpeg (``argv``, reading ``sdp``) receives RTCP: its ``-localaddr`` (loopback when
-    it binds every address), RTP port + 1. None when ``argv`` reads no SDP."""
-    m = _SDP_AUDIO_PORT.search(sdp)
-    if m is None:
-        return None
-    host = argv[argv.index("-localaddr") + 1] if "-localaddr" in argv else "127.0.0.1"
-    return host, int(m.group(1)) + 1
-
-
-def _sdp_of(argv: Sequence[str]) -> str:
-    """The text of FFmpeg's input file ("" if unreadable: FFmpeg itself will say why)."""
-    try:
-        return Path(argv[argv.index("-i") + 1]).read_text()
-    except (ValueError, IndexError, OSError):
-        return ""
+def rtcp_address(params: HlsParams, rtp_port: int) -> tuple[str, int]:
+    """Where the FFmpeg of ``params`` receives RTCP for ``rtp_port``: its bind address (loopback
+    when it binds every address), RTP port + 1. ``FfmpegProcess.stop`` sends the BYE there."""
+    return params.bind_address or "127.0.0.1", rtp_port + 1
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -183,7 +171,10 @@ class FfmpegProcess:
         *,
         name: str,
         on_segment: Callable[[int], None] | None = None,
+        rtcp: tuple[str, int] | None = None,
     ) -> None:
+        """``rtcp`` (:func:`rtcp_address`) is where ``stop`` sends the BYE; without it ``stop``
+        falls back to SIGTERM."""
         self.argv = list(argv)
         self.name = name
         self._on_segment = on_segment
@@ -192,7 +183,7 @@ class FfmpegProcess:
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.started_at = 0.0
         self.last_segment: int | None = None
-        self._rtcp = _rtcp_address(self.argv, _sdp_of(self.argv))  # where stop() sends the BYE
+        self._rtcp = rtcp
 
     @property
     def pid(self) -> int | None:
@@ -251,7 +242,7 @@ class FfmpegProcess:
         return code
 
     async def stop(self, timeout_s: float) -> int | None:
-        """End the input (RTCP BYE; SIGTERM if FFmpeg reads no SDP), SIGKILL after ``timeout_s``;
+        """End the input (RTCP BYE; SIGTERM without an RTCP address), SIGKILL after ``timeout_s``;
         returns the exit code (None if never started)."""
         if self._proc is None:
             return None

@@ -5,9 +5,9 @@ A room's stream is its FFmpeg, RTP port and files. ``Mixer.ensure_stream(spec)``
 and the key info with a fresh IV, and starts FFmpeg; it restarts FFmpeg when it has exited,
 when the room's key changed (new livemeta nonce), when the Janus forwarder feeding it changed
 (a new RTP stream: FFmpeg would stall ~30 s on the new timestamps) and when the output watchdog
-found it stalled. ``Mixer.teardown_stream``
-stops FFmpeg (SIGTERM, SIGKILL after a timeout), ends the playlist with ``#EXT-X-ENDLIST``,
-removes the room's state files and frees its port.
+found it stalled. ``Mixer.teardown_stream`` stops FFmpeg (RTCP BYE, SIGKILL after a timeout:
+``FfmpegProcess.stop``), ends the playlist with ``#EXT-X-ENDLIST``, removes the room's state
+files and frees its port.
 
 When FFmpeg exits on its own the mixer does not restart it here: it calls ``on_exit(room,
 delay_s)`` and the reconciler's scheduler runs the room again after that delay (exponential
@@ -54,6 +54,7 @@ from svc_mixer.ffmpeg import (
     build_argv,
     keyinfo_text,
     process_cpu_seconds,
+    rtcp_address,
 )
 from svc_mixer.ports import PortPool
 from svc_mixer.procs import ProcessRegistry
@@ -416,7 +417,7 @@ class Mixer:
             room.next_number = max(room.next_number, number + 1)
             room.last_segment_at = self._clock()
 
-        proc = FfmpegProcess(argv, name=room_id, on_segment=seen)
+        proc = FfmpegProcess(argv, name=room_id, on_segment=seen, rtcp=rtcp_address(params, room.port))
         try:
             pid = await proc.start()
         except OSError as exc:

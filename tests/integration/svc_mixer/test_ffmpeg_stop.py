@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from svc_mixer.ffmpeg import PLAYLIST_NAME, FfmpegProcess, HlsParams, build_argv, keyinfo_text
+from svc_mixer.ffmpeg import PLAYLIST_NAME, FfmpegProcess, HlsParams, build_argv, keyinfo_text, rtcp_address
 from svc_mixer.hls import ENDLIST
 from svc_mixer.sdp import render_sdp
 from tests.integration.eventcore import eventually
@@ -49,7 +49,7 @@ async def test_stop_is_quick_clean_and_completes_the_last_segment(tmp_path: Path
     first, _ = free_udp_range()
     port = first + first % 2
     params = _params(tmp_path, port)
-    proc = FfmpegProcess(build_argv(params), name=f"stop-{rtp}")
+    proc = FfmpegProcess(build_argv(params), name=f"stop-{rtp}", rtcp=rtcp_address(params, port))
     await proc.start()
     sender = None if rtp == "never" else send_tone(port, seconds=30)
     try:
