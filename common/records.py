@@ -52,7 +52,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from common.errors import InvalidInput
-from common.ids import ID_PATTERN, is_valid_id
+from common.ids import ID_PATTERN, USER_ID_PATTERN, is_valid_id, is_valid_user_id
 from common.keys import Kind
 
 __all__ = [
@@ -67,16 +67,23 @@ __all__ = [
     "LiveStatus",
     "Mark",
     "MarkLabel",
+    "Member",
+    "MemberRole",
+    "MemberStatus",
     "MigrationKind",
     "MigrationReason",
     "MixerRecord",
     "MixerStatus",
     "ModuleStatus",
     "RecordDecodeError",
+    "RoomMembers",
     "RoomMeta",
     "RoomMigrated",
     "StateEvent",
     "StateOp",
+    "UserAction",
+    "UserCommand",
+    "UserStatusReport",
     "decode_event",
     "decode_payload",
     "decode_record",
@@ -139,6 +146,26 @@ class MarkLabel(enum.StrEnum):
 class StateOp(enum.StrEnum):
     PUT = "put"
     DELETE = "delete"
+
+
+class MemberRole(enum.StrEnum):
+    """A room user's role; both speak in the AudioBridge room, a host may also kick and mute."""
+
+    HOST = "host"
+    ANCHOR = "anchor"
+
+
+class MemberStatus(enum.StrEnum):
+    """Reported by the user's gateway connection; ``left`` when not refreshed for 30 s."""
+
+    IDLE = "idle"
+    ONAIR = "onair"
+    LEFT = "left"
+
+
+class UserAction(enum.StrEnum):
+    KICK = "kick"
+    MUTE = "mute"
 
 
 class MigrationKind(enum.StrEnum):
@@ -411,6 +438,72 @@ class JanusRestarted:
     janus_id: str = _id_field()
     janus_room_id: int = _int_field(1, 2**63 - 1)
     at: datetime = attrs.field(converter=_to_utc, validator=_is_utc)
+
+
+def _is_user_id(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not is_valid_user_id(value):
+        raise _fail(attribute, "must be a lowercase uuid4", value)
+
+
+def _user_id_field() -> Any:
+    return attrs.field(validator=_is_user_id, metadata={SCHEMA_METADATA: {"pattern": USER_ID_PATTERN}})
+
+
+@attrs.frozen(kw_only=True)
+class Member:
+    """One user of a room as ``GET /api/rooms/{roomId}/users`` and the members event show it.
+
+    ``status`` is None for a user created but never connected; ``connected`` is true while the
+    status is ``idle`` or ``onair``.
+    """
+
+    user_id: str = _user_id_field()
+    role: MemberRole
+    status: MemberStatus | None = None
+    connected: bool = False
+    talking: bool = False
+    muted: bool = False
+    display_name: str = attrs.field(default="", validator=_max_chars(64))
+
+
+@attrs.frozen(kw_only=True)
+class RoomMembers:
+    """``rtc.events.rooms.{roomId}.members``: the full member list after any change."""
+
+    room_id: str = _id_field()
+    members: list[Member] = attrs.field(factory=list)
+    at: datetime = attrs.field(converter=_to_utc, validator=_is_utc)
+
+
+@attrs.frozen(kw_only=True)
+class UserStatusReport:
+    """``rtc.users.status`` request (svc_gateway -> svc_users): a connection's status.
+
+    ``gen`` is the connection's generation (a per-user counter the gateway increments at each
+    join): a report with a ``gen`` older than the stored one is ignored. ``talking`` and
+    ``muted``, when present, are stored too.
+    """
+
+    room_id: str = _id_field()
+    user_id: str = _user_id_field()
+    status: MemberStatus
+    gen: int = _int_field(1)
+    talking: bool | None = None
+    muted: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UserCommand:
+    """``rtc.gateway.{serverId}.users`` request (svc_users -> the gateway holding the user).
+
+    ``kick`` closes the user's socket after a ``kicked`` notification; ``mute`` sets the user's
+    AudioBridge mute (``muted`` required). The reply is ``{"delivered": bool}``.
+    """
+
+    room_id: str = _id_field()
+    user_id: str = _user_id_field()
+    action: UserAction
+    muted: bool | None = None
 
 
 @attrs.frozen(kw_only=True)
