@@ -2,12 +2,17 @@
 
     AppError
     ├── InvalidInput            400  -32602  INFO     bad id, body, config value, undecodable record
-    ├── Unauthorized            401  -32001  INFO
-    ├── Forbidden               403  -32003  INFO
-    ├── NotFound                404  -32004  INFO
-    ├── Conflict                409  -32009  INFO     txn compare failed, room exists
-    └── Unavailable             503  -32050  WARNING  etcd / NATS / Redis / Janus down or full
-        └── DependencyTimeout   503  -32050  WARNING  (also a builtin TimeoutError)
+    ├── Unauthorized            401  -32600  INFO
+    ├── Forbidden               403  -32600  INFO     wrong pin
+    ├── NotFound                404  -32600  INFO     no such room, room not on air
+    ├── Conflict                409  -32600  INFO     txn compare failed, room exists, already joined
+    ├── TooManyRequests         429  -32029  INFO     a client over its rate limit
+    └── Unavailable             503  -32603  WARNING  etcd / NATS / Redis / Janus down or full
+        └── DependencyTimeout   503  -32603  WARNING  (also a builtin TimeoutError)
+
+The JSON-RPC codes are the reference system's (its clients match them): -32600 for a request
+the state refuses, -32602 for bad params, -32603 when a dependency failed. The JSON-RPC error's
+``data`` carries ``{"type": <class name>, ...fields}`` so a client can still tell them apart.
 
 Anything that is not an ``AppError`` is a bug: HTTP 500 with a generic body, JSON-RPC -32603
 "unknown error", logged at ERROR with a traceback. Adapters translate foreign errors where they
@@ -26,6 +31,7 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "NotFound",
+    "TooManyRequests",
     "Unauthorized",
     "Unavailable",
     "log_error",
@@ -67,31 +73,37 @@ class InvalidInput(AppError):
 
 class Unauthorized(AppError):
     status_code = 401
-    rpc_code = -32001
+    rpc_code = -32600
     log_level = logging.INFO
 
 
 class Forbidden(AppError):
     status_code = 403
-    rpc_code = -32003
+    rpc_code = -32600
     log_level = logging.INFO
 
 
 class NotFound(AppError):
     status_code = 404
-    rpc_code = -32004
+    rpc_code = -32600
     log_level = logging.INFO
 
 
 class Conflict(AppError):
     status_code = 409
-    rpc_code = -32009
+    rpc_code = -32600
+    log_level = logging.INFO
+
+
+class TooManyRequests(AppError):
+    status_code = 429
+    rpc_code = -32029
     log_level = logging.INFO
 
 
 class Unavailable(AppError):
     status_code = 503
-    rpc_code = -32050
+    rpc_code = -32603
     log_level = logging.WARNING
 
 
