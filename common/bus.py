@@ -30,6 +30,8 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg as Message
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
@@ -38,6 +40,9 @@ from common.errors import DependencyTimeout, Unavailable
 
 __all__ = [
     "Bus",
+    "Message",
+    "NoResponders",
+    "Subscription",
     "stream_configs",
 ]
 
@@ -93,6 +98,10 @@ class PublishResult:
     stream: str
     seq: int
     is_duplicate: bool
+
+
+class NoResponders(Unavailable):
+    """A request found nobody subscribed to its subject."""
 
 
 def _translate(exc: BaseException, what: str) -> Exception:
@@ -245,6 +254,31 @@ class Bus:
                 fut.cancel()
             raise _translate(exc, f"publish batch of {len(messages)}") from exc
         return [PublishResult(stream=a.stream, seq=a.seq, is_duplicate=bool(a.duplicate)) for a in acks]
+
+    async def request(self, subject: str, payload: bytes, *, timeout_s: float | None = None) -> bytes:
+        """A core-NATS request; the reply's data. ``NoResponders`` when nobody listens."""
+        timeout = self.request_timeout_s if timeout_s is None else timeout_s
+        try:
+            msg = await self.nc.request(subject, payload, timeout=timeout)
+        except nats.errors.NoRespondersError as exc:
+            raise NoResponders(f"no responder on {subject}", subject=subject) from exc
+        except Exception as exc:
+            raise _translate(exc, f"request {subject}") from exc
+        return bytes(msg.data)
+
+    async def subscribe(
+        self, subject: str, handler: Callable[[Message], Awaitable[None]], *, queue: str = ""
+    ) -> Subscription:
+        """A core-NATS subscription (also sees JetStream publishes on its subjects).
+
+        ``handler`` gets each message (``msg.subject``, ``msg.data``, ``await msg.respond(b)``);
+        nats-py runs it in the subscription's own task, so a slow handler delays only its
+        subscription. Unsubscribe with ``await sub.unsubscribe()``.
+        """
+        try:
+            return await self.nc.subscribe(subject, queue=queue, cb=handler)
+        except Exception as exc:
+            raise _translate(exc, f"subscribe {subject}") from exc
 
     async def aclose(self) -> None:
         """Drain (bounded), then close. Idempotent."""

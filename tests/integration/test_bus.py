@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from common import keys
-from common.bus import Bus, stream_configs
+from common.bus import Bus, Message, NoResponders, stream_configs
 from common.errors import Unavailable
 from common.micro import serve_micro
 from tests.servers import NatsServer, free_port
@@ -129,3 +129,35 @@ async def test_aclose_after_nats_went_away_does_not_raise(nats_private: NatsServ
     await bus.nc.publish("rtc.test.pending", b"x")
     await bus.aclose()
     assert bus.nc.is_closed
+
+
+async def test_request_reaches_a_queue_responder_and_no_responder_is_named(bus: Bus) -> None:
+    seen: list[str] = []
+
+    async def echo(msg: Message) -> None:
+        seen.append(msg.subject)
+        await msg.respond(b"re:" + msg.data)
+
+    sub = await bus.subscribe("t.echo.*", echo, queue="echoers")
+    try:
+        assert await bus.request("t.echo.one", b"hi", timeout_s=2) == b"re:hi"
+        assert seen == ["t.echo.one"]
+    finally:
+        await sub.unsubscribe()
+    with pytest.raises(NoResponders) as info:
+        await bus.request("t.echo.one", b"hi", timeout_s=2)
+    assert info.value.fields["subject"] == "t.echo.one"
+
+
+async def test_plain_subscription_sees_jetstream_publishes(bus: Bus) -> None:
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def collect(msg: Message) -> None:
+        await got.put(msg.data)
+
+    sub = await bus.subscribe("rtc.events.rooms.*.members", collect)
+    try:
+        await bus.publish("rtc.events.rooms.room-1.members", b'{"x":1}')
+        assert await asyncio.wait_for(got.get(), 2) == b'{"x":1}'
+    finally:
+        await sub.unsubscribe()
