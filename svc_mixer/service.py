@@ -18,8 +18,9 @@ The output watchdog (``Mixer.check_output``, every ``min(1 s, HLS_TIME / 2)`` wh
 ``start_watchdog`` runs) looks at every running room that is fed (its janus record says
 ``forwarding``): when FFmpeg wrote no new segment for ``STALL_SEGMENTS`` segment durations since
 the later of its start and its last segment, the room is marked with the reason and handed to
-``on_exit(room, 0)``, so the restart runs through the scheduler and ``ensure_stream`` like any
-other. A room nobody forwards to is not watched: without input FFmpeg has nothing to write.
+``on_exit(room, delay)``, so the restart runs through the scheduler and ``ensure_stream`` like any
+other. The first stall restarts at once; stalls in a row (the input is gone: Janus down, its
+forwarder not replaced yet) back off like crashes do, until a new segment ends the episode. A room nobody forwards to is not watched: without input FFmpeg has nothing to write.
 AudioBridge forwards the mix continuously (``always_on``), silence included, so a fed FFmpeg
 writes segments even when nobody speaks.
 
@@ -156,6 +157,7 @@ class _Room:
     started_at: float = 0.0  # the watchdog's clock
     last_segment_at: float = 0.0
     restart_reason: str = ""  # set by the watchdog until ensure_stream restarts FFmpeg
+    stalls: int = 0  # watchdog restarts in a row without a new segment in between
     restart_at: float = 0.0  # after an exit: when the restart is due (the clock of ``Mixer``)
 
 
@@ -282,17 +284,25 @@ class Mixer:
             if quiet is None:
                 continue
             room.restart_reason = f"no new segment for {quiet:.0f} s"
+            room.stalls += 1
             self.stall_restarts += 1
             FFMPEG_STALLS.inc()
-            logger.warning(
-                "ffmpeg of room %s (pid %s) stalled: %s (last segment %s); restarting it",
+            # While its input is gone for good (Janus down, forwarder not yet replaced) a room
+            # stalls again and again: back off, and warn once per episode, not per restart.
+            delay = restart_delay_s(room.stalls)
+            logger.log(
+                logging.WARNING if room.stalls == 1 else logging.INFO,
+                "ffmpeg of room %s (pid %s) stalled: %s (last segment %s, stall %d in a row); "
+                "restarting it in %.1f s",
                 room_id,
                 proc.pid,
                 room.restart_reason,
                 proc.last_segment,
+                room.stalls,
+                delay,
             )
             stalled.append(room_id)
-            self._on_exit(room_id, 0.0)
+            self._on_exit(room_id, delay)
         return stalled
 
     async def aclose(self) -> None:
@@ -416,6 +426,7 @@ class Mixer:
         def seen(number: int) -> None:
             room.next_number = max(room.next_number, number + 1)
             room.last_segment_at = self._clock()
+            room.stalls = 0
 
         proc = FfmpegProcess(argv, name=room_id, on_segment=seen, rtcp=rtcp_address(params, room.port))
         try:

@@ -131,3 +131,21 @@ def test_unfed_stopping_and_exited_rooms_are_not_watched(
     clock.now += 60
     assert mixer.check_output() == []
     assert restarts == []
+
+
+def test_stalls_in_a_row_back_off_and_a_segment_resets_them(
+    setup: tuple[Mixer, FakeClock, list[tuple[str, float]]],
+) -> None:
+    mixer, clock, restarts = setup
+    room = _add(mixer, clock, "r-dead-input")
+    for _ in range(4):  # the input stays gone: every restarted FFmpeg stalls again
+        clock.now = room.started_at + 6.0
+        assert mixer.check_output() == ["r-dead-input"]
+        room.restart_reason = ""  # what ensure_stream's restart does
+        room.started_at = clock.now
+    assert [delay for _, delay in restarts] == [0.0, 0.2, 0.4, 0.8]
+    assert room.stalls == 4
+    room.stalls = 0  # a new segment (FfmpegProcess's on_segment) ends the episode
+    clock.now = room.started_at + 6.0
+    mixer.check_output()
+    assert restarts[-1] == ("r-dead-input", 0.0)
