@@ -418,7 +418,11 @@ class JanusPool:
             logger.info(
                 "Janus %s: claimed session %d has no handle %d: %s", link.janus_id, session_id, handle_id, exc
             )
-            await leg.leave()
+            # The token was genuine, so the session was this user's: destroy it rather than
+            # leave it to time out. (leave() would not: the 459 marked the leg gone.)
+            leg.release()
+            with contextlib.suppress(AppError):
+                await link.conn.call({"janus": "destroy", "session_id": session_id}, "destroy")
             return None
         return leg
 

@@ -271,6 +271,7 @@ async def test_resume(
         # a handle that is not the session's, or no session at all: a new session
         fresh, resumed = await other_pool.open_leg(janus_id="j1", host=LOOPBACK, resume=(ids[0], ids[1] + 1))
         assert not resumed and fresh.session_id != ids[0]
+        assert claimed.is_alive  # a wrong handle of a session in use here does not touch it
         await claimed.leave()
         assert not await session_exists(janus_client, ids[0])
         gone, resumed = await other_pool.open_leg(janus_id="j1", host=LOOPBACK, resume=ids)
@@ -279,6 +280,15 @@ async def test_resume(
         assert not resumed
         for a_leg in (fresh, gone, nothing):
             await a_leg.leave()
+
+        # A session claimed from elsewhere whose handle is not in it: destroyed, a new one.
+        victim, _ = await pool.open_leg(janus_id="j1", host=LOOPBACK, resume=None)
+        wrong = (victim.session_id, victim.handle_id + 1)
+        replaced, resumed = await other_pool.open_leg(janus_id="j1", host=LOOPBACK, resume=wrong)
+        assert not resumed and replaced.session_id != victim.session_id
+        assert not await session_exists(janus_client, victim.session_id)
+        assert other_pool.legs("j1") == [replaced]
+        await replaced.leave()
 
 
 @pytest.fixture(scope="module")
