@@ -20,7 +20,8 @@ The output watchdog (``Mixer.check_output``, every ``min(1 s, HLS_TIME / 2)`` wh
 the later of its start and its last segment, the room is marked with the reason and handed to
 ``on_exit(room, delay)``, so the restart runs through the scheduler and ``ensure_stream`` like any
 other. The first stall restarts at once; stalls in a row (the input is gone: Janus down, its
-forwarder not replaced yet) back off like crashes do, until a new segment ends the episode. A room nobody forwards to is not watched: without input FFmpeg has nothing to write.
+forwarder not replaced yet) back off like crashes do, until a new segment ends the episode. A
+room nobody forwards to is not watched: without input FFmpeg has nothing to write.
 AudioBridge forwards the mix continuously (``always_on``), silence included, so a fed FFmpeg
 writes segments even when nobody speaks.
 
