@@ -29,9 +29,8 @@ from svc_gateway import jtoken
 from svc_gateway.auth import Authenticator
 from svc_gateway.config import Config
 from svc_gateway.fanout import Fanout, Registry
-from svc_gateway.janus_pool import JanusPool
 from svc_gateway.lock import ConnectionLocks, ServerHeartbeat
-from svc_gateway.methods import Services
+from svc_gateway.methods import LegPool, Services
 from svc_gateway.rooms import RoomDirectory
 from svc_gateway.server import GatewayServer
 from svc_gateway.users import StatusReporter, UserState
@@ -71,7 +70,8 @@ async def _redis_reachable(redis: Redis) -> bool:
         return False
 
 
-async def main(config: Config, stop: asyncio.Event) -> None:
+async def main(config: Config, stop: asyncio.Event, *, pool: LegPool | None = None) -> None:
+    """Run the gateway until ``stop``; ``pool`` replaces the Janus pool (tests without Janus)."""
     server_id = uuid.uuid4().hex
     user_keys = UserKeys(config.redis_user_svc_prefix)
     async with contextlib.AsyncExitStack() as stack:
@@ -81,8 +81,12 @@ async def main(config: Config, stop: asyncio.Event) -> None:
         await stack.enter_async_context(
             ServerHeartbeat(redis, user_keys, server_id=server_id, ttl_s=config.server_heartbeat_ttl_s)
         )
-        pool = JanusPool(ws_port=config.janus_ws_port, request_timeout_s=config.janus_request_timeout_s)
-        stack.push_async_callback(pool.aclose)
+        if pool is None:
+            from svc_gateway.janus_pool import JanusPool  # noqa: PLC0415  (TEMP until merged)
+
+            janus = JanusPool(ws_port=config.janus_ws_port, request_timeout_s=config.janus_request_timeout_s)
+            stack.push_async_callback(janus.aclose)
+            pool = janus
         store = StateStore(etcd, None, keyspace_from(config.etcd))
         locks = ConnectionLocks(redis, user_keys, server_id=server_id, ttl_s=config.conn_lock_ttl_s)
         reporter = StatusReporter(bus, timeout_s=config.users_request_timeout_s)

@@ -147,7 +147,7 @@ class Fanout:
     async def _apply(self, anchor: Anchor, command: records.UserCommand) -> bool:
         logger.info("command %s for user %s of room %s", command.action, command.user_id, command.room_id)
         try:
-            if command.action is records.UserAction.KICK:
+            if command.action == records.UserAction.KICK:
                 await anchor.kick()
             elif command.muted is not None:
                 await anchor.apply_mute(command.muted)

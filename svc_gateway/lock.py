@@ -97,9 +97,7 @@ class ConnectionLocks:
         """Delete the lock if it is still this connection's; never raises (a stale lock expires)."""
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
-                result = await self._release(
-                    keys=[self._keys.conn_lock(user_id)], args=[self.value(conn_id)]
-                )
+                result = await self._release(keys=[self._keys.conn_lock(user_id)], args=[self.value(conn_id)])
         except (RedisError, TimeoutError) as exc:
             logger.warning("connection lock of %s not released (%s); it expires", user_id, exc)
             return False

@@ -59,7 +59,9 @@ class JanusLeg(Protocol):
     janus_id: str
     on_event: Callable[[str, dict[str, Any]], None] | None
 
-    async def join(self, *, room: int, pin: str, display: str, muted: bool, offer: dict[str, Any]) -> dict[str, Any]: ...
+    async def join(
+        self, *, room: int, pin: str, display: str, muted: bool, offer: dict[str, Any]
+    ) -> dict[str, Any]: ...
     async def trickle(self, candidate: dict[str, Any] | None) -> None: ...
     async def keepalive(self) -> None: ...
     async def configure(self, *, muted: bool) -> None: ...
@@ -229,7 +231,11 @@ class Anchor:
         leg = self._joined_leg()
         room = await self._svc.rooms.janus_room_id(self.room_id)
         meta = await self._svc.rooms.meta(self.room_id)
-        muted = self.muted if self.muted is not None else await self._svc.users.is_muted(self.room_id, self.user_id)
+        muted = (
+            self.muted
+            if self.muted is not None
+            else await self._svc.users.is_muted(self.room_id, self.user_id)
+        )
         answer = await self._janus(
             "join",
             leg.join(room=room, pin=meta.pin, display=f"user-{self.user_id}", muted=muted, offer=dict(sdp)),

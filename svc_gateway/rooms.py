@@ -58,7 +58,10 @@ class RoomDirectory:
         if meta.pin and not hmac.compare_digest((pin or "").encode(), meta.pin.encode()):
             raise Forbidden("invalid room pin", room_id=room_id)
         heartbeat = await self._get(StateKey("januses", live.janus_id, "heartbeat"))
-        if not isinstance(heartbeat, records.Heartbeat) or heartbeat.status is not records.ModuleStatus.HEALTHY:
+        if (
+            not isinstance(heartbeat, records.Heartbeat)
+            or heartbeat.status is not records.ModuleStatus.HEALTHY
+        ):
             raise Unavailable("fail to get janus api", room_id=room_id, janus_id=live.janus_id)
         return JoinTarget(
             room_id=room_id,

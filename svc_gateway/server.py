@@ -145,7 +145,9 @@ class GatewayServer:
             claims = await self._auth.authenticate(request.path, request.headers)
         except AppError as exc:
             log_error(logger, exc, "connection refused")
-            return _json(connection, exc.status_code, {"error": exc.detail, "reason": exc.fields.get("reason")})
+            return _json(
+                connection, exc.status_code, {"error": exc.detail, "reason": exc.fields.get("reason")}
+            )
         self._claims[connection] = claims
         return None
 

@@ -69,7 +69,9 @@ class UserState:
     async def is_muted(self, room_id: str, user_id: str) -> bool:
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
-                value = await self._redis.hget(self._keys.room_users(room_id), self._keys.muted_field(user_id))
+                value = await self._redis.hget(
+                    self._keys.room_users(room_id), self._keys.muted_field(user_id)
+                )
         except (RedisError, TimeoutError) as exc:
             raise Unavailable(f"Redis: cannot read the mute flag: {exc}") from exc
         return value in (b"1", "1")
