@@ -13,6 +13,7 @@ reports again, and a status that is never refreshed expires to ``left`` in svc_u
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from redis.asyncio import Redis
@@ -38,10 +39,14 @@ class StatusReporter:
     async def report(self, report: records.UserStatusReport) -> bool:
         """Send one report; False (logged) when svc_users did not take it."""
         try:
-            await self._bus.request(
+            reply = await self._bus.request(
                 keys.USERS_STATUS_SUBJECT, records.encode_record(report), timeout_s=self._timeout_s
             )
-        except AppError as exc:
+            answer = json.loads(reply) if reply else None
+            if not isinstance(answer, dict) or answer.get("ok") is not True:
+                # svc_users answers refusals (unknown user 404, Redis down 503) as {"ok": false, ...}
+                raise Unavailable(f"svc_users refused the report: {reply[:200]!r}")
+        except (AppError, ValueError) as exc:
             logger.warning(
                 "status %s of user %s (room %s, gen %d) not reported: %s",
                 report.status,

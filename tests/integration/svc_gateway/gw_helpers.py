@@ -272,7 +272,7 @@ class UsersStandIn:
     async def __aenter__(self) -> UsersStandIn:
         async def on_report(msg: Message) -> None:
             await self.reports.put(records.decode_payload(records.UserStatusReport, msg.data))
-            await msg.respond(b'{"ok": true}')
+            await msg.respond(b'{"ok": true, "changed": true}')
 
         self._sub = await self._bus.subscribe(keys.USERS_STATUS_SUBJECT, on_report, queue="svc_users")
         await self._bus.nc.flush()
