@@ -29,6 +29,7 @@ from svc_gateway import jtoken
 from svc_gateway.auth import Authenticator
 from svc_gateway.config import Config
 from svc_gateway.fanout import Fanout, Registry
+from svc_gateway.janus_pool import JanusPool
 from svc_gateway.lock import ConnectionLocks, ServerHeartbeat
 from svc_gateway.methods import LegPool, Services
 from svc_gateway.rooms import RoomDirectory
@@ -82,8 +83,6 @@ async def main(config: Config, stop: asyncio.Event, *, pool: LegPool | None = No
             ServerHeartbeat(redis, user_keys, server_id=server_id, ttl_s=config.server_heartbeat_ttl_s)
         )
         if pool is None:
-            from svc_gateway.janus_pool import JanusPool  # noqa: PLC0415  (TEMP until merged)
-
             janus = JanusPool(ws_port=config.janus_ws_port, request_timeout_s=config.janus_request_timeout_s)
             stack.push_async_callback(janus.aclose)
             pool = janus

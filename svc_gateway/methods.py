@@ -360,7 +360,11 @@ class Anchor:
         if isinstance(display, str) and (user := self._svc.pool.participant_user(display)):
             return user
         pid = data.get("id")
-        return self._participants.get(pid) if isinstance(pid, int) else None
+        if not isinstance(pid, int):
+            return None
+        if self.leg is not None and pid == getattr(self.leg, "participant_id", None):
+            return self.user_id  # AudioBridge lists the others to a participant, never itself
+        return self._participants.get(pid)
 
     def _report_talking(self, talking: bool) -> None:
         # on_event must not wait: the report runs in a task this anchor owns

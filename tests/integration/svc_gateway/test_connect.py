@@ -19,6 +19,7 @@ from websockets.exceptions import InvalidStatus
 
 from common.state import StateStore
 from common.userkeys import UserKeys
+from tests.integration.eventcore import eventually
 from tests.integration.svc_gateway.gw_helpers import (
     JWT_SECRET,
     ORIGIN,
@@ -116,6 +117,7 @@ async def test_second_connection_refused_4409(
     token = user_token(uid, "room-l1")
     async with running_gateway(env(), pool=pool) as gw:
         async with client(gw, token) as first:
+            assert (await first.call("nope"))["error"]["code"] == -32601  # it holds the lock now
             async with client(gw, token) as second:
                 code, reason = await second.closed()
                 assert code == 4409 and reason and "live connection" in reason
@@ -149,10 +151,10 @@ async def test_lock_taken_over_after_holder_gateway_sigkilled(
     try:
         addr = other_env["WS_HTTP_ADDR"]
         await wait_listening(addr)
-        async with ws_connect(f"ws://{addr}/ws", token):
-            other_server_id = (await redis.get(UserKeys(prefix).conn_lock(uid))).decode().partition(":")[0]
         async with running_gateway(env(), pool=pool) as gw, ws_connect(f"ws://{addr}/ws", token):
-            assert (await redis.get(UserKeys(prefix).conn_lock(uid))) is not None
+            lock_key = UserKeys(prefix).conn_lock(uid)
+            await eventually(lambda: redis.get(lock_key), 5, "gateway B holds the lock")
+            other_server_id = (await redis.get(lock_key)).decode().partition(":")[0]
             # the holder's process lives: refused
             assert not await _accepted(gw, token)
             os.kill(proc.pid, signal.SIGKILL)
