@@ -98,6 +98,11 @@ DOCUMENTED: dict[type, dict[str, str]] = {
         "ALLOWED_ORIGINS": "*",
         "CONN_LOCK_TTL": "30s",
         "WS_PING_INTERVAL": "10s",
+        "SERVER_HEARTBEAT_TTL": "3s",
+        "JANUS_REQUEST_TIMEOUT": "10s",
+        "USERS_REQUEST_TIMEOUT": "2s",
+        "WS_RATE_PER_S": "20",
+        "WS_RATE_BURST": "40",
     },
     UsersConfig: {
         **COMMON,
