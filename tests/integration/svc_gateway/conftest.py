@@ -1,8 +1,10 @@
 """Fixtures of the gateway tests: a Redis client and key prefix, the env of a gateway, svc_users'
-stand-in, and the fake Janus pool."""
+stand-in, the fake Janus pool, and for the real-Janus tests an aiortc offer and an AudioBridge room."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -10,9 +12,22 @@ import pytest
 from redis.asyncio import Redis
 
 from common.bus import Bus
+from common.errors import NotFound
 from common.keys import Keyspace
-from tests.integration.svc_gateway.gw_helpers import FakePool, UsersStandIn, gateway_env, new_prefix
+from svc_janus.audiobridge import SAMPLING_RATE_HZ, AudioBridge
+from svc_janus.janus_ws import JanusClient
+from tests.integration.svc_gateway.gw_helpers import (
+    PIN,
+    SECRET,
+    FakePool,
+    UsersStandIn,
+    gateway_env,
+    new_prefix,
+)
+from tests.integration.svc_gateway.test_janus_pool import aiortc_offer
+from tests.integration.svc_janus.janus_helpers import random_free_room
 from tests.servers import LOOPBACK, EtcdServer, NatsServer, RedisServer
+from tests.servers_janus import JanusServer
 
 
 @pytest.fixture
@@ -54,3 +69,30 @@ async def users(bus: Bus) -> AsyncIterator[UsersStandIn]:
 @pytest.fixture
 def pool() -> FakePool:
     return FakePool()
+
+
+@pytest.fixture(scope="module")
+def offer() -> dict[str, str]:
+    return asyncio.run(aiortc_offer())
+
+
+@pytest.fixture
+async def janus_room(janus_client: JanusClient, janus_server: JanusServer) -> AsyncIterator[int]:
+    bridge = AudioBridge(janus_client, admin_key=janus_server.admin_key)
+    number = await random_free_room(bridge)
+    await janus_client.message(
+        {
+            "request": "create",
+            "room": number,
+            "admin_key": janus_server.admin_key,
+            "description": "gateway-test",
+            "secret": SECRET,
+            "pin": PIN,
+            "sampling_rate": SAMPLING_RATE_HZ,
+            "permanent": False,
+            "audiolevel_event": True,
+        }
+    )
+    yield number
+    with contextlib.suppress(NotFound):
+        await janus_client.message({"request": "destroy", "room": number, "secret": SECRET})

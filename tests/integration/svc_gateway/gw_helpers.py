@@ -26,12 +26,16 @@ from common.userkeys import UserKeys
 from common.usertoken import issue_user_token
 from svc_gateway.app import main
 from svc_gateway.config import Config
+from svc_janus.janus_ws import JanusClient
 from tests.servers import LOOPBACK, EtcdServer, NatsServer, RedisServer, free_port
 
 JWT_SECRET = "gateway-test-jwt-secret-0123456789"
 TOKEN_KEY = "0123456789abcdef0123456789abcdef"
 NONCE = "nonce-" + "ab" * 8
 ORIGIN = "http://127.0.0.1:8080"
+# the AudioBridge room of the real-Janus tests (conftest.janus_room)
+PIN = "pin123"
+SECRET = "gw-room-secret"
 
 
 def gateway_env(
@@ -357,3 +361,8 @@ class FakePool:
 
 def new_prefix() -> str:
     return f"gw{uuid.uuid4().hex[:8]}"
+
+
+async def participants(janus_client: JanusClient, room: int) -> dict[str, dict[str, Any]]:
+    data = await janus_client.message({"request": "listparticipants", "room": room})
+    return {p["display"]: p for p in data.get("participants", [])}

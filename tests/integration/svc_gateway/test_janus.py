@@ -9,11 +9,9 @@ WebRTC media path is the end-to-end test's (two network namespaces).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,61 +19,25 @@ from redis.asyncio import Redis
 
 from common import keys, records
 from common.bus import Bus
-from common.errors import NotFound
 from common.state import StateStore
 from common.userkeys import UserKeys
-from svc_janus.audiobridge import SAMPLING_RATE_HZ, AudioBridge
 from svc_janus.janus_ws import JanusClient
 from tests.integration.eventcore import eventually
 from tests.integration.svc_gateway.gw_helpers import (
+    PIN,
     UsersStandIn,
     client,
+    participants,
     running_gateway,
     seed_room,
     seed_user,
     user_token,
 )
-from tests.integration.svc_gateway.test_janus_pool import aiortc_offer
-from tests.integration.svc_janus.janus_helpers import random_free_room
 from tests.servers_janus import JanusServer
 
 pytestmark = pytest.mark.janus
 
 EnvFactory = Callable[..., dict[str, str]]
-PIN = "pin123"
-SECRET = "gw-room-secret"
-
-
-@pytest.fixture(scope="module")
-def offer() -> dict[str, str]:
-    return asyncio.run(aiortc_offer())
-
-
-@pytest.fixture
-async def janus_room(janus_client: JanusClient, janus_server: JanusServer) -> AsyncIterator[int]:
-    bridge = AudioBridge(janus_client, admin_key=janus_server.admin_key)
-    number = await random_free_room(bridge)
-    await janus_client.message(
-        {
-            "request": "create",
-            "room": number,
-            "admin_key": janus_server.admin_key,
-            "description": "gateway-test",
-            "secret": SECRET,
-            "pin": PIN,
-            "sampling_rate": SAMPLING_RATE_HZ,
-            "permanent": False,
-            "audiolevel_event": True,
-        }
-    )
-    yield number
-    with contextlib.suppress(NotFound):
-        await janus_client.message({"request": "destroy", "room": number, "secret": SECRET})
-
-
-async def participants(janus_client: JanusClient, room: int) -> dict[str, dict[str, Any]]:
-    data = await janus_client.message({"request": "listparticipants", "room": room})
-    return {p["display"]: p for p in data.get("participants", [])}
 
 
 def join_params(**extra: Any) -> dict[str, Any]:
