@@ -81,7 +81,7 @@ async def test_rest_user_joins_is_listed_muted_and_kicked(
             async def listed_onair() -> bool:
                 r = await http.get(f"/api/rooms/{ROOM}/users", headers=api)
                 members = {m["userId"]: m for m in r.json()["members"]}
-                return members.get(user_id, {}).get("status") == "onair"
+                return bool(members.get(user_id, {}).get("status") == "onair")
 
             await eventually(listed_onair, 10, "svc_users lists the user on air")
             r = await http.get(f"/api/rooms/{ROOM}/users", headers=api)
