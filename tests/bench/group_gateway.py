@@ -36,9 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -57,9 +55,9 @@ from common.state import StateStore
 from common.userkeys import UserKeys
 from common.usertoken import issue_user_token
 from tests.e2e.anchor_client import AnchorProcess
+from tests.e2e.gateway_proc import Gateway
 from tests.e2e.netns import VethNamespace, can_admin_network
 from tests.integration.svc_janus.janus_helpers import live_room
-from tests.servers import free_port
 from tests.stackutil import Stack
 
 __all__ = ["GOALS", "run"]
@@ -98,15 +96,6 @@ def _rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def _secrets(s: Stack) -> dict[str, str]:
-    out = {}
-    for line in (s.run_dir / "secrets.env").read_text().splitlines():
-        name, sep, value = line.partition("=")
-        if sep:
-            out[name.strip()] = value.strip().strip("'\"")
-    return out
-
-
 @contextlib.asynccontextmanager
 async def _stack(tmp: Path) -> AsyncIterator[tuple[Stack, VethNamespace]]:
     allowed, why = can_admin_network()
@@ -120,69 +109,6 @@ async def _stack(tmp: Path) -> AsyncIterator[tuple[Stack, VethNamespace]]:
     finally:
         await asyncio.to_thread(s.cleanup)
         await asyncio.to_thread(ns.delete)
-
-
-class Gateway:
-    """One ``python -m svc_gateway`` on a free port, pointed at the stack's servers."""
-
-    def __init__(self, s: Stack, log: Path, *, etcd_prefix: str | None = None) -> None:
-        secrets = _secrets(s)
-        self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}/ws"
-        self.jwt_secret = secrets["JWT_SECRET"]
-        self.log = log
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "PYTHONUNBUFFERED": "1",
-            "NATS_SERVERS": f"nats://127.0.0.1:{s.port('NATS_PORT')}",
-            "ETCD_ENDPOINTS": f"127.0.0.1:{s.port('ETCD_PORT')}",
-            "REDIS_ADDR": f"127.0.0.1:{s.port('REDIS_PORT')}",
-            "WS_HTTP_ADDR": f"127.0.0.1:{self.port}",
-            "JWT_SECRET": self.jwt_secret,
-            "JANUS_TOKEN_KEY": secrets["JANUS_TOKEN_KEY"],
-            "JANUS_WS_PORT": str(s.port("JANUS_WS_PORT")),
-            "LOG_LEVEL": "WARNING",
-        }
-        if etcd_prefix is not None:
-            self.env["ETCD_PREFIX_ROOMS"] = f"{etcd_prefix}rooms/"
-            self.env["ETCD_PREFIX_JANUSES"] = f"{etcd_prefix}januses/"
-            self.env["ETCD_PREFIX_MIXERS"] = f"{etcd_prefix}mixers/"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def __aenter__(self) -> Gateway:
-        out = self.log.open("ab")
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "svc_gateway", env=self.env, cwd=ROOT, stdout=out, stderr=out
-            )
-        finally:
-            out.close()
-        async with httpx.AsyncClient(timeout=1) as http:
-            deadline = time.monotonic() + 20
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"http://127.0.0.1:{self.port}/health")).status_code == 200:
-                        return self
-                if self.proc.returncode is not None or time.monotonic() > deadline:
-                    tail = self.log.read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"svc_gateway did not get healthy:\n{tail}")
-                await asyncio.sleep(0.2)
-
-    async def __aexit__(self, *exc: object) -> None:
-        proc = self.proc
-        if proc is not None and proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
 
 # -- join_to_answer --------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from common import records
 from common.etcd import EtcdStore
 from common.keys import Keyspace
 from tests.e2e.anchor_client import AnchorProcess
+from tests.e2e.gateway_proc import Gateway
 from tests.e2e.hls import fresh_segment_pcm
 from tests.e2e.netns import VethNamespace
 from tests.e2e.tones import tone_levels
@@ -80,7 +81,7 @@ class Room:
     async def _on_air(self) -> bool:
         r = await self.http.get(f"{self.rooms}/api/rooms/{self.id}")
         body = r.json().get("room", {}) if r.status_code == 200 else {}
-        return (
+        return bool(
             body.get("janus", {}).get("state") == "forwarding"
             and body.get("mixer", {}).get("state") == "ready"
         )
@@ -153,17 +154,29 @@ def up_for_webrtc(new_stack: Any, ns: VethNamespace) -> Stack:
 
 
 def test_anchors_through_gateway(new_stack: Any, veth_netns: VethNamespace, tmp_path: Path) -> None:
-    port_name = gateway_port_name()
-    if port_name is None:
-        pytest.skip("svc_gateway is not a stack component yet (infra/components)")
     s = up_for_webrtc(new_stack, veth_netns)
-    asyncio.run(_gateway_flow(s, veth_netns, port_name, tmp_path))
+    asyncio.run(_gateway_flow(s, veth_netns, tmp_path))
     s.down()
 
 
-async def _gateway_flow(s: Stack, ns: VethNamespace, port_name: str, tmp_path: Path) -> None:
-    gateway = f"ws://127.0.0.1:{s.port(port_name)}/ws"
-    async with httpx.AsyncClient(timeout=10) as http, AsyncExitStack() as anchors:
+@asynccontextmanager
+async def gateway_url(s: Stack, tmp_path: Path) -> AsyncIterator[str]:
+    """The stack's gateway (`just up` starts one); a gateway process of the test's own while
+    the stack has no svc_gateway component."""
+    port_name = gateway_port_name()
+    if port_name is not None:
+        yield f"ws://127.0.0.1:{s.port(port_name)}/ws"
+        return
+    async with Gateway(s, tmp_path / "svc_gateway.log") as gw:
+        yield gw.url
+
+
+async def _gateway_flow(s: Stack, ns: VethNamespace, tmp_path: Path) -> None:
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        gateway_url(s, tmp_path) as gateway,
+        AsyncExitStack() as anchors,
+    ):
         room = Room(s, http, "e2e-webrtc-gw", tmp_path)
         await room.create()
 
