@@ -25,10 +25,12 @@ The ``CONNS`` users are written straight into Redis with the shared key layout
 get tokens signed with the stack's JWT secret (common/usertoken.py, what svc_users issues):
 svc_users' REST API would refuse more than 5 users per room (maxAnchors), and this is the same
 data the gateway reads. Their ``ROOMS`` rooms (``CONNS / ROOMS`` users each, like real rooms)
-are written to etcd under a separate key prefix (meta, livemeta on air, and a copy of the real
-Janus's heartbeat) that only the second gateway reads, so svc_rooms, svc_janus and svc_mixer
-never see them (no AudioBridge rooms or FFmpegs for them: a join opens a Janus session and
-handle and needs nothing else). Status reports go to the real svc_users.
+live in a cell of their own (tests/e2e/gateway_proc.py ``Cell``): rooms written to etcd under
+another key prefix (meta, livemeta on air, and a copy of the real Janus's heartbeat), users
+under another Redis prefix, a NATS of its own, and a svc_users and the measured gateway on
+them. So the stack's svc_rooms, svc_janus and svc_mixer never see these rooms (no AudioBridge
+rooms or FFmpegs: a join opens a Janus session and handle and needs nothing else), while every
+keepalive still does its real work against the real Janus, Redis and a real svc_users.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -55,9 +58,10 @@ from common.state import StateStore
 from common.userkeys import UserKeys
 from common.usertoken import issue_user_token
 from tests.e2e.anchor_client import AnchorProcess
-from tests.e2e.gateway_proc import Gateway
+from tests.e2e.gateway_proc import Cell, Gateway, Users
 from tests.e2e.netns import VethNamespace, can_admin_network
 from tests.integration.svc_janus.janus_helpers import live_room
+from tests.servers import NatsServer
 from tests.stackutil import Stack
 
 __all__ = ["GOALS", "run"]
@@ -79,6 +83,7 @@ RATE_WARMUP_S = 2.0
 RATE_WINDOW_S = 10.0
 JOIN_CONCURRENCY = 40
 BENCH_PREFIX = "/bench-gw/"
+BENCH_REDIS_PREFIX = "rtcbench"
 PIN = "bench1"
 JANUS_ID = "janus1"  # infra/components/31-svc_janus.toml
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +92,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _rss_kib(pid: int) -> int:
@@ -119,7 +129,10 @@ async def _join_to_answer(s: Stack, ns: VethNamespace, tmp: Path) -> dict[str, f
     users = f"http://127.0.0.1:{s.port('SVC_USERS_PORT')}"
     api = {"Authorization": f"Bearer {(s.run_dir / 'api-token').read_text().strip()}"}
     room = "bench-gw-join"
-    async with httpx.AsyncClient(timeout=10) as http, Gateway(s, tmp / "gateway-join.log") as gw:
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        Gateway(s, tmp / "gateway-join.log", log_level="WARNING") as gw,
+    ):
         r = await http.post(f"{rooms}/api/rooms", json={"roomId": room, "pin": PIN}, headers=api)
         r.raise_for_status()
         deadline = time.monotonic() + 20
@@ -137,7 +150,9 @@ async def _join_to_answer(s: Stack, ns: VethNamespace, tmp: Path) -> dict[str, f
                 made = await http.post(
                     f"{users}/api/rooms/{room}/users", json={"role": "anchor"}, headers=api
                 )
-                made.raise_for_status()
+                if made.status_code != 200:
+                    members = (await http.get(f"{users}/api/rooms/{room}/users", headers=api)).text
+                    raise RuntimeError(f"user {i}: {made.status_code} {made.text}; members {members}")
                 mark = len(anchor.events)
                 await anchor.send(
                     {
@@ -181,7 +196,7 @@ async def _bench_rooms(s: Stack) -> list[str]:
 async def _bench_users(s: Stack, gw: Gateway, room_ids: list[str]) -> list[tuple[str, str]]:
     """CONNS users spread over the rooms, written as svc_users writes them: (room, token)."""
     out = []
-    keys = UserKeys()
+    keys = UserKeys(BENCH_REDIS_PREFIX)
     now_ms = str(int(time.time() * 1000))
     redis = Redis(host="127.0.0.1", port=s.port("REDIS_PORT"))
     try:
@@ -257,48 +272,72 @@ class Client:
 
 
 async def _many_connections(s: Stack, tmp: Path) -> dict[str, float]:
-    room_ids = await _bench_rooms(s)
-    async with Gateway(s, tmp / "gateway-conns.log", etcd_prefix=BENCH_PREFIX) as gw:
-        users = await _bench_users(s, gw, room_ids)
-        clients = [Client(f"{gw.url}?token={token}") for _, token in users]
+    nats = NatsServer(tmp / "cell-nats")
+    await asyncio.to_thread(nats.start)
+    cell = Cell(nats_url=nats.url, etcd_prefix=BENCH_PREFIX, redis_prefix=BENCH_REDIS_PREFIX)
+    try:
+        # the rooms exist before svc_users starts: its first snapshot of etcd sees them
+        room_ids = await _bench_rooms(s)
+        async with (
+            Users(s, tmp / "users-cell.log", cell=cell, log_level="WARNING") as svc,
+            Gateway(s, tmp / "gateway-conns.log", cell=cell, log_level="WARNING") as gw,
+        ):
+            users = await _bench_users(s, gw, room_ids)
+            return await _load(gw, users, users_pid=svc.pid)
+    finally:
+        await asyncio.to_thread(nats.stop)
+
+
+async def _load(gw: Gateway, users: list[tuple[str, str]], *, users_pid: int) -> dict[str, float]:
+    clients = [Client(f"{gw.url}?token={token}") for _, token in users]
+    stop = asyncio.Event()
+    loops: list[asyncio.Task[None]] = []
+    try:
+        # one connection first: the baseline holds every code path and the Janus connection
+        await clients[0].open()
+        loops.append(asyncio.create_task(clients[0].keepalives(IDLE_KEEPALIVE_S, stop)))
+        await asyncio.sleep(2)
+        base_kib = _rss_kib(gw.pid)
+        gate = asyncio.Semaphore(JOIN_CONCURRENCY)
+
+        async def open_one(c: Client) -> None:
+            async with gate:
+                await c.open()
+
+        await asyncio.gather(*(open_one(c) for c in clients[1:]))
+        loops += [asyncio.create_task(c.keepalives(IDLE_KEEPALIVE_S, stop)) for c in clients[1:]]
+        await asyncio.sleep(SETTLE_S)
+        idle_kib = _rss_kib(gw.pid)
+        kib_per_conn = (idle_kib - base_kib) / (CONNS - 1)
+
+        stop.set()
+        await asyncio.gather(*loops)
         stop = asyncio.Event()
-        loops: list[asyncio.Task[None]] = []
-        try:
-            # one connection first: the baseline holds every code path and the Janus connection
-            await clients[0].open()
-            loops.append(asyncio.create_task(clients[0].keepalives(IDLE_KEEPALIVE_S, stop)))
-            await asyncio.sleep(2)
-            base_kib = _rss_kib(gw.pid)
-            gate = asyncio.Semaphore(JOIN_CONCURRENCY)
-
-            async def open_one(c: Client) -> None:
-                async with gate:
-                    await c.open()
-
-            await asyncio.gather(*(open_one(c) for c in clients[1:]))
-            loops += [asyncio.create_task(c.keepalives(IDLE_KEEPALIVE_S, stop)) for c in clients[1:]]
-            await asyncio.sleep(SETTLE_S)
-            idle_kib = _rss_kib(gw.pid)
-            kib_per_conn = (idle_kib - base_kib) / (CONNS - 1)
-
-            stop.set()
-            await asyncio.gather(*loops)
-            stop = asyncio.Event()
-            loops = [asyncio.create_task(c.keepalives(1 / PER_CONN_RATE, stop)) for c in clients]
-            await asyncio.sleep(RATE_WARMUP_S)
-            replies0, t0 = sum(c.replies for c in clients), time.perf_counter()
-            await asyncio.sleep(RATE_WINDOW_S)
-            per_s = (sum(c.replies for c in clients) - replies0) / (time.perf_counter() - t0)
-            errors = sum(c.errors for c in clients)
-            if errors:
-                raise RuntimeError(f"{errors} keepalives failed")
-        finally:
-            stop.set()
-            for task in loops:
-                task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
-            await asyncio.gather(*(c.close() for c in clients))
-    return {"gateway_kib_per_conn": round(kib_per_conn, 2), "gateway_keepalives_per_s": round(per_s)}
+        loops = [asyncio.create_task(c.keepalives(1 / PER_CONN_RATE, stop)) for c in clients]
+        await asyncio.sleep(RATE_WARMUP_S)
+        replies0, t0 = sum(c.replies for c in clients), time.perf_counter()
+        cpu0 = {pid: _cpu_seconds(pid) for pid in (gw.pid, users_pid, os.getpid())}
+        await asyncio.sleep(RATE_WINDOW_S)
+        elapsed = time.perf_counter() - t0
+        per_s = (sum(c.replies for c in clients) - replies0) / elapsed
+        cpu = {pid: 100 * (_cpu_seconds(pid) - c0) / elapsed for pid, c0 in cpu0.items()}
+        errors = sum(c.errors for c in clients)
+        if errors:
+            raise RuntimeError(f"{errors} keepalives failed")
+    finally:
+        stop.set()
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in clients))
+    return {
+        "gateway_kib_per_conn": round(kib_per_conn, 2),
+        "gateway_keepalives_per_s": round(per_s),
+        # where the keepalive time goes (% of one core while they run): no goals, for reading
+        "gateway_keepalive_cpu_pct": round(cpu[gw.pid], 1),
+        "gateway_keepalive_users_cpu_pct": round(cpu[users_pid], 1),
+        "gateway_keepalive_client_cpu_pct": round(cpu[os.getpid()], 1),
+    }
 
 
 async def run() -> dict[str, float]:

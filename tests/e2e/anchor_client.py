@@ -345,12 +345,13 @@ class GatewayAnchor:
                 return
             except asyncio.CancelledError:
                 raise
-            except (RpcError, ConnectionError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # anything: a dead task would leave the anchor silent
+                message = f"{type(exc).__name__}: {exc}"
                 if first or time.monotonic() > deadline:
-                    emit("error", stage="session", message=str(exc), code=getattr(exc, "code", None))
+                    emit("error", stage="session", message=message, code=getattr(exc, "code", None))
                     self.done.set()
                     return
-                emit("retry", message=str(exc), code=getattr(exc, "code", None))
+                emit("retry", message=message, code=getattr(exc, "code", None))
                 await asyncio.sleep(0.5)
 
     async def _session_once(self, *, first: bool) -> None:
@@ -388,7 +389,8 @@ class GatewayAnchor:
         if self.rpc is not None:
             with contextlib.suppress(Exception):
                 await self.rpc.call("leave", timeout_s=5)
-                emit("left")
+                await asyncio.wait_for(asyncio.shield(self.rpc.closed), 5)
+                emit("left", close=list(self.rpc.closed.result()))
         await self._teardown()
         self.recorder.stop()
 
@@ -525,6 +527,8 @@ async def join_once(cmd: Mapping[str, Any], frequency: float) -> None:
         await rpc.call("icecandidate", {"candidate": {"completed": True}})
         ice_ms = await wait_ice_connected(pc, 10)
         await rpc.call("leave", timeout_s=5)
+        # the gateway closes (1000) once it has left Janus and reported `left`: wait for that
+        await asyncio.wait_for(asyncio.shield(rpc.closed), 5)
         emit("join_once", ms=round(ms, 2), iceMs=round(ice_ms, 1))
     except (RpcError, ConnectionError, OSError, TimeoutError, RuntimeError) as exc:
         emit("error", stage="join_once", message=str(exc), code=getattr(exc, "code", None))

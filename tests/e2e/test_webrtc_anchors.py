@@ -217,7 +217,8 @@ async def _gateway_flow(s: Stack, ns: VethNamespace, tmp_path: Path) -> None:
         assert all(anchor.matching("answer", lambda e: e["rejoin"]) for anchor in (a, b)), (
             "an anchor answered without rejoining"
         )
-        assert s.pids()["janus"] != janus_pid
+        # supervisord restarted it (RUNNING once its startsecs passed)
+        await eventually(lambda: s.pids().get("janus", janus_pid) != janus_pid, 15, "Janus restarted")
         assert_tones(
             pcm_levels(await room.hls_pcm(max(rejoined))), [A_HZ, B_HZ], [], "HLS after the Janus restart"
         )
