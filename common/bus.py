@@ -1,4 +1,4 @@
-"""NATS JetStream connection: the streams of audio-rtc and typed publishing.
+"""NATS connection: the JetStream streams of audio-rtc, typed publishing, core request/reply.
 
 The streams are created or updated idempotently at start (several services race to do it; the
 server's answer to an identical config is a no-op). All NATS errors are translated here into
@@ -12,6 +12,12 @@ Streams (limits are part of the public contract, see docs/asyncapi.yaml):
 | RTC_EVENTS   | rtc.events.>   | file    | last 1,000 per subject, at most 24 h           | 2 min        |
 | RTC_DLQ      | rtc.dlq.>      | file    | at most 7 days, 100,000 messages               | none         |
 
+Core NATS (no stream) carries request/reply between services: ``request`` sends one and
+waits for the answer; ``respond`` serves a subject (a handler's ``AppError`` becomes an error
+reply, see :func:`error_reply`); ``subscribe`` delivers plain messages (also the ones published
+to JetStream) to a handler. Every subject a bus subscribed to is kept in ``subscriptions``, so a
+test can compare what a service really listens to with what it declares.
+
 RTC_STATE keeps only a short history per subject: etcd holds the truth, the stream only has to
 carry every change to consumers that are behind by a little, and the newest message of a
 subject is always kept, so a lagging consumer still converges.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -36,13 +43,17 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from common import keys
-from common.errors import DependencyTimeout, Unavailable
+from common.errors import AppError, DependencyTimeout, Unavailable, log_error
 
 __all__ = [
+    "ERROR_CODE_HEADER",
+    "ERROR_HEADER",
     "Bus",
     "Message",
     "NoResponders",
+    "Responder",
     "Subscription",
+    "error_reply",
     "stream_configs",
 ]
 
@@ -110,6 +121,26 @@ def _translate(exc: BaseException, what: str) -> Exception:
     return Unavailable(f"NATS request failed: {what}: {type(exc).__name__}: {exc}", op=what)
 
 
+# The headers of a NATS micro error reply (nats-py's nats.micro uses the same two), so
+# `nats req` and micro clients show our errors the usual way.
+ERROR_HEADER = "Nats-Service-Error"
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+
+# A responder's handler gets (subject, data) and returns the reply body.
+Responder = Callable[[str, bytes], Awaitable[bytes]]
+
+
+def error_reply(exc: AppError) -> tuple[bytes, dict[str, str]]:
+    """The reply to a request that failed with ``exc``: body and headers.
+
+    Body ``{"ok": false, "error": <detail>, "code": <HTTP status>, "type": <class name>}``,
+    headers ``Nats-Service-Error: <detail>`` and ``Nats-Service-Error-Code: <HTTP status>``.
+    """
+    body = {"ok": False, "error": exc.detail, "code": exc.status_code, "type": type(exc).__name__}
+    headers = {ERROR_HEADER: exc.detail, ERROR_CODE_HEADER: str(exc.status_code)}
+    return json.dumps(body).encode(), headers
+
+
 class Bus:
     """One NATS connection with its JetStream context.
 
@@ -125,6 +156,8 @@ class Bus:
         self.drain_timeout_s = drain_timeout_s
         self._reconnect_listeners: list[Callable[[], Awaitable[None] | None]] = []
         self._is_closed = False
+        # every subject subscribed through this bus (tests compare it with a service's declaration)
+        self.subscriptions: list[str] = []
 
     @classmethod
     async def connect(
@@ -276,9 +309,50 @@ class Bus:
         subscription. Unsubscribe with ``await sub.unsubscribe()``.
         """
         try:
-            return await self.nc.subscribe(subject, queue=queue, cb=handler)
+            sub = await self.nc.subscribe(subject, queue=queue, cb=handler)
         except Exception as exc:
             raise _translate(exc, f"subscribe {subject}") from exc
+        self.subscriptions.append(subject)
+        return sub
+
+    @contextlib.asynccontextmanager
+    async def respond(self, subject: str, handler: Responder, *, queue: str = "") -> AsyncIterator[None]:
+        """Answer requests on ``subject`` with ``handler(subject, data)``'s bytes while the block
+        runs. An ``AppError`` is answered with :func:`error_reply`; any other exception is a
+        bug: logged with its traceback, answered as a 500 "unknown error"."""
+
+        async def on_request(msg: Message) -> None:
+            headers: dict[str, str] | None = None
+            try:
+                body = await handler(msg.subject, msg.data)
+            except AppError as exc:
+                log_error(logger, exc, "request refused", subject=msg.subject)
+                body, headers = error_reply(exc)
+            except Exception as exc:
+                log_error(logger, exc, "request handler failed", subject=msg.subject)
+                bug = AppError("unknown error")
+                body, headers = error_reply(bug)
+            if not msg.reply:
+                return  # a plain publish: nobody waits for an answer
+            try:
+                await self.nc.publish(msg.reply, body, headers=headers)
+            except Exception as exc:
+                log_error(logger, _translate(exc, f"reply on {msg.subject}"), "reply not sent")
+
+        sub = await self.subscribe(subject, on_request, queue=queue)
+        try:
+            try:
+                # the server has the interest once the flush returns: a request sent right
+                # after the block starts finds its responder
+                async with asyncio.timeout(self.request_timeout_s):
+                    await self.nc.flush()
+            except Exception as exc:
+                raise _translate(exc, f"subscribe {subject}") from exc
+            yield
+        finally:
+            if not self.nc.is_closed and not self.nc.is_draining:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     async def aclose(self) -> None:
         """Drain (bounded), then close. Idempotent."""

@@ -28,15 +28,19 @@ __all__ = [
     "DLQ_SUBJECTS",
     "EVENTS_STREAM",
     "EVENTS_SUBJECTS",
+    "GATEWAY_USERS_FILTER",
     "KINDS",
     "STATE_STREAM",
     "STATE_SUBJECTS",
+    "USERS_STATUS_SUBJECT",
     "Collection",
     "Keyspace",
     "Kind",
     "StateKey",
     "dlq_subject",
+    "event_filter",
     "event_subject",
+    "gateway_users_subject",
     "msg_id",
     "parse_state_subject",
     "state_filter",
@@ -49,6 +53,11 @@ EVENTS_STREAM = "RTC_EVENTS"
 EVENTS_SUBJECTS = "rtc.events.>"
 DLQ_STREAM = "RTC_DLQ"
 DLQ_SUBJECTS = "rtc.dlq.>"
+
+# Core NATS request/reply (no stream): a gateway reports a connection's status to svc_users,
+# and svc_users sends a kick or mute to the gateway process holding the user.
+USERS_STATUS_SUBJECT = "rtc.users.status"
+GATEWAY_USERS_FILTER = "rtc.gateway.*.users"
 
 _STATE_ROOT = "rtc.state"
 _EVENTS_ROOT = "rtc.events"
@@ -254,6 +263,16 @@ def _token(value: object, field: str) -> str:
 def event_subject(area: str, room_id: str, name: str) -> str:
     """``rtc.events.<area>.<roomId>.<name>``, e.g. ``rtc.events.rooms.r1.migrated``."""
     return f"{_EVENTS_ROOT}.{_token(area, 'area')}.{validate_room_id(room_id)}.{_token(name, 'name')}"
+
+
+def event_filter(area: str, name: str) -> str:
+    """A subscription filter over every room: ``rtc.events.<area>.*.<name>``."""
+    return f"{_EVENTS_ROOT}.{_token(area, 'area')}.*.{_token(name, 'name')}"
+
+
+def gateway_users_subject(server_id: str) -> str:
+    """``rtc.gateway.<serverId>.users``: the user commands of one gateway process."""
+    return f"rtc.gateway.{_token(server_id, 'serverId')}.users"
 
 
 def dlq_subject(service: str) -> str:

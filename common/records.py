@@ -595,6 +595,9 @@ _ENUMS: tuple[type[enum.Enum], ...] = (
     StateOp,
     MigrationKind,
     MigrationReason,
+    MemberRole,
+    MemberStatus,
+    UserAction,
 )
 
 

@@ -16,10 +16,13 @@ from typing import Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from common import records
 from common.bus import Bus
-from common.config import EtcdSettings, NatsSettings
+from common.config import EtcdSettings, NatsSettings, RedisSettings
 from common.errors import AppError, Unavailable
 from common.etcd import EtcdStore
 from common.heartbeat import HeartbeatKeeper
@@ -33,6 +36,7 @@ __all__ = [
     "metrics_payload",
     "open_bus",
     "open_etcd",
+    "open_redis",
     "serve_http",
 ]
 
@@ -41,6 +45,8 @@ logger = logging.getLogger(__name__)
 HTTP_START_TIMEOUT_S = 10.0
 # A health check's own etcd read gives up after this long (the probe must answer quickly).
 HEALTH_ETCD_TIMEOUT_S = 2.0
+# Every Redis command gives up after this long (a request then answers 503 instead of hanging).
+REDIS_TIMEOUT_S = 2.0
 
 
 def keyspace_from(settings: EtcdSettings) -> Keyspace:
@@ -66,6 +72,29 @@ def open_bus(settings: NatsSettings, *, name: str) -> contextlib.AbstractAsyncCo
         request_timeout_s=settings.request_timeout_s,
         drain_timeout_s=settings.drain_timeout_s,
     )
+
+
+@contextlib.asynccontextmanager
+async def open_redis(settings: RedisSettings) -> AsyncIterator[Redis]:
+    """A redis.asyncio client (connections are made on first use, so a Redis that is down fails
+    the calls, not the start). No retries inside redis-py: a failure reaches the caller at once
+    (docs/conventions.md: retries live in the scheduler)."""
+    host, port = split_addr(settings.addr)
+    client = Redis(
+        host=host,
+        port=port,
+        db=settings.db,
+        username=settings.username or None,
+        password=settings.password or None,
+        ssl=settings.tls,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 async def etcd_reachable(etcd: EtcdStore, key: str, *, timeout_s: float = HEALTH_ETCD_TIMEOUT_S) -> bool:

@@ -6,7 +6,10 @@ prefix of the per-user connection lock), ``JWT_SECRET``, ``JANUS_TOKEN_KEY`` (ex
 ``ETCD_PREFIX_ROOM_STORE`` / ``ETCD_PREFIX_JANUS_STORE``) and the common blocks (``REDIS_*``).
 Both secrets are refused at their defaults unless ``APP_ENV=development``. New: ``NATS_*``,
 ``JANUS_WS_PORT`` (8188), ``CONN_LOCK_TTL`` (30 s, what the reference meant: its lock TTL was a
-µs/ms bug) and ``WS_PING_INTERVAL`` (10 s, a reference constant).
+µs/ms bug), ``WS_PING_INTERVAL`` (10 s, a reference constant), ``SERVER_HEARTBEAT_TTL`` (3 s, a
+reference constant: the gateway process's Redis heartbeat), ``JANUS_REQUEST_TIMEOUT`` (10 s),
+``USERS_REQUEST_TIMEOUT`` (2 s, a status report to svc_users) and the per-connection rate limit
+``WS_RATE_PER_S`` / ``WS_RATE_BURST`` (the reference had none).
 
 Dropped: ``JANUS_PORT`` (8088, the Janus HTTP transport; this project uses the WebSocket API,
 ``JANUS_WS_PORT``), ``JWT_EXPIRES_IN`` (unused in the reference; tokens are issued by svc_users),
@@ -17,6 +20,7 @@ etcd keepalive/TLS/size keys, ``*_TLS_*`` and ``OTEL_*``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,7 +32,9 @@ from common.config import (
     HttpSettings,
     NatsSettings,
     RedisSettings,
+    at_least,
     duration,
+    integer,
     load_settings,
     port,
     setting,
@@ -43,6 +49,18 @@ def _token_key(raw: object) -> str:
     if not isinstance(raw, str) or len(raw.encode()) != JANUS_TOKEN_KEY_BYTES:
         raise ValueError(f"expected exactly {JANUS_TOKEN_KEY_BYTES} bytes")
     return raw
+
+
+def _rate(raw: object, _: object = None) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ValueError("expected a number")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
 
 
 @attrs.frozen(kw_only=True)
@@ -66,6 +84,24 @@ class Config:
     )
     ws_ping_interval_s: float = setting(
         10.0, key="ws_ping_interval", parse=duration, help="WebSocket ping period"
+    )
+    server_heartbeat_ttl_s: float = setting(
+        3.0,
+        key="server_heartbeat_ttl",
+        parse=at_least(duration, 1),
+        help="TTL of this process's Redis heartbeat (refreshed every second)",
+    )
+    janus_request_timeout_s: float = setting(
+        10.0, key="janus_request_timeout", parse=at_least(duration, 0.1), help="one Janus request"
+    )
+    users_request_timeout_s: float = setting(
+        2.0, key="users_request_timeout", parse=at_least(duration, 0.1), help="a status report to svc_users"
+    )
+    ws_rate_per_s: float = setting(
+        20.0, parse=at_least(_rate, 0.1), help="JSON-RPC messages per second one connection may send"
+    )
+    ws_rate_burst: int = setting(
+        40, parse=at_least(integer, 1), help="messages one connection may send at once above the rate"
     )
 
     @classmethod

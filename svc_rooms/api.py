@@ -4,7 +4,9 @@ Handlers decode (``decode_body`` for bodies, ids validated by the service), make
 call and encode. Errors are AppErrors mapped by ``common.http.exception_handlers`` to
 ``{"success": false, "error", "details"}``. Every write (create and stop rooms, set and
 remove marks) and the module list need ``Authorization: Bearer <API token>`` (401 without one,
-403 with a wrong one); reads of rooms and stats stay open. OpenAPI is served at ``/schema``
+403 with a wrong one); reads of rooms and stats stay open. The live anchor counts of the stats
+(``/api/rooms/{roomId}/stats``, ``totalParticipants`` of ``/api/stats``) are the connected users
+in svc_users' Redis hashes (503 while Redis is down). OpenAPI is served at ``/schema``
 (request bodies are documented from the body classes, since handlers take the raw body to
 decode it strictly).
 """
@@ -187,6 +189,10 @@ def create_app(
         await service.stop_room(room_id)
         return {"success": True, "message": f"Room {room_id} stopped"}
 
+    @get("/api/rooms/{room_id:str}/stats", summary="A room's live anchor count")
+    async def room_stats(room_id: FromPath[str]) -> dict[str, Any]:
+        return {"success": True, "stats": await service.room_stats(room_id)}
+
     @get("/api/stats", summary="Room and module counts")
     async def stats() -> dict[str, Any]:
         return {"success": True, "stats": await service.stats()}
@@ -248,6 +254,7 @@ def create_app(
             get_room,
             list_rooms,
             delete_room,
+            room_stats,
             stats,
             set_mark,
             delete_mark,

@@ -24,11 +24,13 @@ import attrs
 
 from common.bus import Bus
 from common.keys import Kind
+from common.members import live_count
 from common.micro import serve_micro
 from common.reconcile import ReconcileRuntime, Target
 from common.relay import StateRelay
 from common.state import StateStore
-from common.wiring import etcd_reachable, keyspace_from, open_bus, open_etcd, serve_http
+from common.userkeys import UserKeys
+from common.wiring import etcd_reachable, keyspace_from, open_bus, open_etcd, open_redis, serve_http
 from svc_rooms.api import create_app
 from svc_rooms.config import Config
 from svc_rooms.housekeeping import Housekeeper
@@ -83,6 +85,13 @@ async def running(
         etcd = await stack.enter_async_context(open_etcd(config.etcd))
         bus: Bus = await stack.enter_async_context(open_bus(config.nats, name=SERVICE))
         relay = await stack.enter_async_context(StateRelay(etcd=etcd, bus=bus, keyspace=keyspace))
+        # only the stats read Redis; a client connects on first use, so Redis down fails them alone
+        redis = await stack.enter_async_context(open_redis(config.redis))
+        user_keys = UserKeys(config.redis_user_svc_prefix)
+
+        async def live_anchors(room_id: str) -> int:
+            return await live_count(redis, user_keys, room_id, int(clock().timestamp() * 1000))
+
         store = RoomStore(etcd, bus, keyspace, slots_prefix=config.slots_prefix)
         states = StateStore(etcd, bus, keyspace)
         reconcilers: list[RoomReconciler] = []
@@ -101,7 +110,9 @@ async def running(
             resync_interval_s=config.housekeeping_interval_s,
         )
         resources = ResourceManager(runtime.cache, store)
-        service = RoomService(store, states, resources, hls_adv_url=config.hls_adv_url, clock=clock)
+        service = RoomService(
+            store, states, resources, hls_adv_url=config.hls_adv_url, clock=clock, live_anchors=live_anchors
+        )
         reconcilers.append(RoomReconciler(store, resources, runtime.cache, runtime.enqueue, clock=clock))
         await stack.enter_async_context(runtime)
         housekeeper = Housekeeper(

@@ -5,7 +5,8 @@ blocks (``APP_*``, ``ETCD_*``). New here: ``API_TOKEN`` (guards every write and 
 list), ``NATS_*`` (events: docs/architecture.md, Events), ``HOUSEKEEPING_INTERVAL`` (a constant
 of 30 s in the reference), ``ROOM_MAX_AGE`` (3 h, a constant there; ``0`` = unlimited),
 ``ROOM_REMOVING_GRACE`` (60 s, a constant there), ``ROOM_START_TIMEOUT`` (10 min, a constant
-there) and ``ETCD_PREFIX_SLOTS`` (``/slots/``: the per-module assignment slots, outside the state
+there), ``REDIS_*`` and ``REDIS_USER_SVC_PREFIX`` (svc_users' keys: the stats count the
+connected users) and ``ETCD_PREFIX_SLOTS`` (``/slots/``: the per-module assignment slots, outside the state
 keyspace, see docs/svc_rooms.md).
 
 Renamed: ``ETCD_PREFIX_ROOM_STORE`` / ``ETCD_PREFIX_JANUS_STORE`` / ``ETCD_PREFIX_MIXER_STORE`` are
@@ -27,6 +28,7 @@ from common.config import (
     EtcdSettings,
     HttpSettings,
     NatsSettings,
+    RedisSettings,
     duration,
     key_prefix,
     load_settings,
@@ -42,7 +44,11 @@ class Config:
     app: AppSettings = attrs.field(factory=AppSettings)
     etcd: EtcdSettings = attrs.field(factory=EtcdSettings)
     nats: NatsSettings = attrs.field(factory=NatsSettings)
+    redis: RedisSettings = attrs.field(factory=RedisSettings)
     http: HttpSettings = attrs.field(factory=lambda: HttpSettings(addr="127.0.0.1:3000"))
+    redis_user_svc_prefix: str = setting(
+        "rtcus", help="prefix of svc_users' Redis keys (the live anchor counts of the stats read them)"
+    )
     hls_adv_url: str = setting(
         "http://127.0.0.1:8080/hls/", parse=url("http", "https"), help="public base URL of HLS playlists"
     )

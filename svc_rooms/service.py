@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,6 +76,9 @@ class RoomView:
     discard_at: datetime | None = None
 
 
+LiveAnchors = Callable[[str], Awaitable[int]]
+
+
 class RoomService:
     """The operations behind the REST API (api.py) and housekeeping."""
 
@@ -87,8 +90,11 @@ class RoomService:
         *,
         hls_adv_url: str,
         clock: Clock = utc_now,
+        live_anchors: LiveAnchors | None = None,
     ) -> None:
         self.store = store
+        # connected users of a room (svc_users' Redis hash, common/members.py); 0 without it
+        self._live_anchors = live_anchors
         self.states = states
         self.resources = resources
         self.hls_adv_url = hls_adv_url if hls_adv_url.endswith("/") else hls_adv_url + "/"
@@ -223,10 +229,24 @@ class RoomService:
             metrics.ROOMS_STOPPED.inc()
         return revision is not None
 
+    async def live_anchors(self, room_id: str) -> int:
+        return 0 if self._live_anchors is None else await self._live_anchors(room_id)
+
+    async def room_stats(self, room_id: str) -> dict[str, Any]:
+        """One room's live figures: connected anchors (any role) against its maxAnchors."""
+        view = await self.get_room(room_id)
+        return {
+            "roomId": view.room_id,
+            "status": view.status,
+            "maxAnchors": view.max_anchors,
+            "anchors": await self.live_anchors(view.room_id),
+        }
+
     async def stats(self) -> dict[str, Any]:
         rooms = await self.store.read_all()
         by_status = {"onair": 0, "removing": 0, "starting": 0}
         total = 0
+        participants = 0
         for room in rooms.values():
             if room.meta is None:
                 continue
@@ -235,6 +255,8 @@ class RoomService:
                 by_status["starting"] += 1
             else:
                 by_status[room.livemeta.record.status.value] += 1
+                if room.livemeta.record.status is LiveStatus.ONAIR:
+                    participants += await self.live_anchors(room.room_id)
         modules: dict[str, dict[str, int]] = {}
         for collection in MODULE_COLLECTIONS:
             states = self.resources.modules(collection)
@@ -245,7 +267,7 @@ class RoomService:
                 "capacity": sum(m.capacity for m in states if m.is_healthy),
                 "assigned": sum(m.assigned for m in states),
             }
-        return {"rooms": {"total": total, "totalParticipants": 0, **by_status}, "modules": modules}
+        return {"rooms": {"total": total, "totalParticipants": participants, **by_status}, "modules": modules}
 
     # -- modules ----------------------------------------------------------------------------
 

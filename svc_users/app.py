@@ -1,42 +1,99 @@
-"""Wiring of svc_users: etcd (room livemetas), NATS (micro registration), HTTP.
+"""Wiring of svc_users: etcd, NATS, Redis, the reconcile runtime, the status responder, HTTP.
 
-Only the HLS access part of the service exists so far (issue 5): viewer tokens and the key
-endpoint. Livemetas are read from etcd per request (one small get; no cache to invalidate).
+Start order: clients; the reconcile runtime on the rooms' ``meta`` (users of deleted rooms are
+removed); the status expiry loop; the ``rtc.users.status`` responder (queue group
+``svc_users``, so several instances share the reports); HTTP; the micro registration. Room
+metas and livemetas are read from etcd per request (one small get each; no cache to
+invalidate). ``running(config)`` yields the pieces (tests drive the expiry and the clock).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Mapping
+import os
+import re
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from common import records
+import attrs
+
+from common import keys, records
+from common.bus import Bus
+from common.errors import AppError
 from common.keys import StateKey
 from common.micro import serve_micro
+from common.reconcile import ReconcileRuntime, Target
 from common.state import StateStore
-from common.wiring import etcd_reachable, keyspace_from, open_bus, open_etcd, serve_http
+from common.userkeys import UserKeys
+from common.wiring import etcd_reachable, keyspace_from, open_bus, open_etcd, open_redis, serve_http
 from svc_users.api import create_app
 from svc_users.config import Config
+from svc_users.members import MemberStore
+from svc_users.reconcile import INTERESTS, ExpiryLoop, UsersReconciler
+from svc_users.users import UserService
 from svc_users.viewer import ViewerAccess
 
-__all__ = ["main"]
+__all__ = ["SERVICE", "Users", "main", "running"]
 
 logger = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+SERVICE = "svc_users"
+VERSION = "0.2.0"
+QUEUE_GROUP = "svc_users"
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
 
-async def main(config: Config, stop: asyncio.Event) -> None:
+def _instance_name() -> str:
+    # The durable consumer's name: one per running process (each keeps its own cache).
+    host = _NOT_TOKEN.sub("-", socket.gethostname())[:24]
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@attrs.frozen(kw_only=True)
+class Users:
+    """Handles on a running svc_users (for tests)."""
+
+    config: Config
+    users: UserService
+    store: MemberStore
+    runtime: ReconcileRuntime
+    expiry: ExpiryLoop
+    bus: Bus
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config, *, clock: Callable[[], float] = time.time) -> AsyncIterator[Users]:
     async with contextlib.AsyncExitStack() as stack:
         etcd = await stack.enter_async_context(open_etcd(config.etcd))
-        bus = await stack.enter_async_context(open_bus(config.nats, name="svc_users"))
-        store = StateStore(etcd, None, keyspace_from(config.etcd))
+        bus = await stack.enter_async_context(open_bus(config.nats, name=SERVICE))
+        redis = await stack.enter_async_context(open_redis(config.redis))
+        keyspace = keyspace_from(config.etcd)
+        state = StateStore(etcd, None, keyspace)
 
         async def livemeta(room_id: str) -> records.LiveMeta | None:
-            found = await store.get(StateKey("rooms", room_id, "livemeta"))
+            found = await state.get(StateKey("rooms", room_id, "livemeta"))
             return None if found is None else found.record
+
+        async def room(room_id: str) -> tuple[records.RoomMeta | None, records.LiveMeta | None]:
+            meta = await state.get(StateKey("rooms", room_id, "meta"))
+            if meta is None:
+                return None, None
+            return meta.record, await livemeta(room_id)
+
+        async def meta_exists(room_id: str) -> bool:
+            return await state.get(StateKey("rooms", room_id, "meta")) is not None
+
+        async def publish(subject: str, payload: bytes) -> None:
+            await bus.publish(subject, payload)
+
+        async def request(subject: str, payload: bytes, timeout_s: float) -> bytes:
+            return await bus.request(subject, payload, timeout_s=timeout_s)
 
         access = ViewerAccess(
             token_secret=config.viewer_token_secret,
@@ -44,26 +101,81 @@ async def main(config: Config, stop: asyncio.Event) -> None:
             token_ttl_s=config.viewer_token_ttl_s,
             livemeta=livemeta,
         )
+        store = MemberStore(
+            redis,
+            UserKeys(config.redis_user_svc_prefix),
+            status_timeout_s=config.user_status_timeout_s,
+            room_max_ttl_s=config.room_max_ttl_s,
+        )
+        users = UserService(
+            store,
+            room=room,
+            publish=publish,
+            request=request,
+            api_token=config.api_token,
+            jwt_secret=config.jwt_secret,
+            jwt_ttl_s=config.jwt_expires_in_s,
+            status_timeout_s=config.user_status_timeout_s,
+            clock=clock,
+        )
+        reconciler = UsersReconciler(users, meta_exists)
+        runtime = ReconcileRuntime(
+            service=SERVICE,
+            instance=_instance_name(),
+            etcd=etcd,
+            bus=bus,
+            keyspace=keyspace,
+            interests=list(INTERESTS),
+            reconcile=reconciler.reconcile,
+        )
+        await stack.enter_async_context(runtime)
+
+        def enqueue(target: Target) -> None:
+            runtime.enqueue(target)
+
+        expiry = ExpiryLoop(users, runtime.cache, enqueue, interval_s=config.expiry_check_interval_s)
+        await stack.enter_async_context(expiry)
+
+        async def on_status(subject: str, data: bytes) -> bytes:
+            return json.dumps(await users.report(data)).encode()
+
+        await stack.enter_async_context(bus.respond(keys.USERS_STATUS_SUBJECT, on_status, queue=QUEUE_GROUP))
 
         def status() -> Mapping[str, Any]:
-            return {"service": "svc_users"}
+            return {"service": SERVICE}
 
-        probe_key = store.key(StateKey("rooms", "health-probe", "livemeta"))
+        probe_key = state.key(StateKey("rooms", "health-probe", "livemeta"))
+
+        async def redis_ok() -> bool:
+            try:
+                await store.ping()
+            except AppError:
+                return False
+            return True
 
         async def health() -> Mapping[str, bool]:
-            return {"nats": bus.is_connected, "etcd": await etcd_reachable(etcd, probe_key)}
+            return {
+                "nats": bus.is_connected,
+                "etcd": await etcd_reachable(etcd, probe_key),
+                "redis": await redis_ok(),
+            }
 
         await stack.enter_async_context(
             serve_micro(
                 bus,
-                name="svc_users",
+                name=SERVICE,
                 version=VERSION,
-                description="identity and access: viewer tokens, HLS keys",
+                description="identity and access: room users and their tokens, viewer tokens, HLS keys",
                 status=status,
             )
         )
         await stack.enter_async_context(
-            serve_http(create_app(access, health, status), config.http.addr, name="svc_users")
+            serve_http(create_app(access, users, health, status), config.http.addr, name=SERVICE)
         )
         logger.info("svc_users ready")
+        yield Users(config=config, users=users, store=store, runtime=runtime, expiry=expiry, bus=bus)
+
+
+async def main(config: Config, stop: asyncio.Event) -> None:
+    async with running(config):
         await stop.wait()

@@ -11,7 +11,8 @@ reference's users service). The reference constants became keys: ``USER_STATUS_T
 secret the rooms' AES-128 keys are derived from (docs/architecture.md, Services; the mixer needs the same),
 ``VIEWER_TOKEN_TTL`` (15m: lifetime of the HLS viewer tokens of ``POST /api/token``),
 ``VIEWER_TOKEN_SECRET`` (their signing key, distinct from ``JWT_SECRET`` so a viewer token can
-never pass as a user token) and ``NATS_*``.
+never pass as a user token), ``API_TOKEN`` (svc_rooms' API token: app servers create users of
+any role, kick and mute with it; refused at its default like there) and ``NATS_*``.
 
 Dropped: ``PREFIX_ROOM_STORE`` (unused), the three ``REDIS_*_STREAM`` names and
 ``STREAM_TRIM_INTERVAL`` (user status and kick events go over NATS here), the hlsserver's
@@ -49,6 +50,11 @@ class Config:
     redis: RedisSettings = attrs.field(factory=RedisSettings)
     http: HttpSettings = attrs.field(factory=lambda: HttpSettings(addr="127.0.0.1:8085"))
     redis_user_svc_prefix: str = setting("rtcus", help="prefix of Redis keys (user status, rooms)")
+    api_token: str = setting(
+        "dev-api-token",
+        secret=True,
+        help="bearer token of app servers (create users of any role, list, kick, mute): svc_rooms' API_TOKEN",
+    )
     jwt_secret: str = setting(
         "MY-secret-key-change-in-production", secret=True, help="HS256 key of user JWTs (same as svc_gateway)"
     )

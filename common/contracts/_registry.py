@@ -2,7 +2,9 @@
 
 Each entry gives the address with placeholders, the payload's JSON Schema (generated from the
 record classes in common.records), who produces and who consumes it, and an example built
-from a real record, so the example is known to decode. ``validate_payload`` finds the entry of
+from a real record, so the example is known to decode. A core NATS request/reply subject has
+no stream (``stream == ""``) and the JSON Schema of its successful reply in ``reply``; its
+producers send the request, its consumers answer it. ``validate_payload`` finds the entry of
 a concrete subject and validates a payload with jsonschema; contract tests use it on what a
 real producer sent.
 """
@@ -42,14 +44,21 @@ from common.records import (
     LiveStatus,
     Mark,
     MarkLabel,
+    Member,
+    MemberRole,
+    MemberStatus,
     MigrationKind,
     MigrationReason,
     MixerRecord,
     MixerStatus,
     ModuleStatus,
+    RoomMembers,
     RoomMeta,
     RoomMigrated,
     StateEvent,
+    UserAction,
+    UserCommand,
+    UserStatusReport,
     record_type,
     unstructure,
 )
@@ -100,6 +109,12 @@ class Contract:
     example: Mapping[str, Any] = attrs.field(repr=False)
     parameters: tuple[Parameter, ...] = ()
     headers: Mapping[str, str] = attrs.field(factory=dict)
+    # core NATS request/reply: the JSON Schema of a successful reply (errors: common.bus.error_reply)
+    reply: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
+
+    @property
+    def is_request(self) -> bool:
+        return self.reply is not None
 
     def matches(self, subject: str) -> dict[str, str] | None:
         """The parameter values if ``subject`` is a concrete instance of this address."""
@@ -205,9 +220,11 @@ _STATE_PRODUCERS: dict[tuple[Collection, Kind], tuple[str, ...]] = {
 # The services whose reconcile runtime subscribes to the subject (svc_*/reconcile.py INTERESTS;
 # tests/unit/common/test_contract_consumers.py checks this against them). Reading a key from
 # etcd directly (svc_users: livemeta and meta per request) does not make a consumer.
+# Core NATS subscriptions are declared as SUBSCRIPTIONS (svc_users/reconcile.py,
+# svc_gateway/__init__.py) and checked the same way.
 _STATE_CONSUMERS: dict[tuple[Collection, Kind], tuple[str, ...]] = {
-    # pin for the AudioBridge room and for joins
-    (Collection.ROOMS, Kind.META): ("svc_rooms", "svc_janus"),
+    # pin for the AudioBridge room and for joins; svc_users removes a deleted room's users
+    (Collection.ROOMS, Kind.META): ("svc_rooms", "svc_janus", "svc_users"),
     # who serves the room; the nonce keys the HLS encryption (svc_mixer)
     (Collection.ROOMS, Kind.LIVEMETA): ("svc_rooms", "svc_janus", "svc_mixer"),
     # janusRoomId and status for migration and stats; svc_janus holds its own record;
@@ -305,14 +322,14 @@ def _event_contracts() -> list[Contract]:
             description=(
                 "svc_rooms moved the room to another Janus or mixer (its module's lease expired, or "
                 "the module was marked draining/unready); livemeta.generation was incremented. "
-                "No service consumes it yet: svc_gateway, once built, asks the room's anchors to "
-                "reconnect."
+                "svc_gateway asks the room's anchors connected to it to reconnect (notification "
+                "reconnect {reason: migrated})."
             ),
             stream=EVENTS_STREAM,
             payload_type=RoomMigrated,
             schema=record_schema(RoomMigrated),
             producers=("svc_rooms",),
-            consumers=(),
+            consumers=("svc_gateway",),
             example=unstructure(migrated),
             parameters=(room,),
         ),
@@ -322,16 +339,113 @@ def _event_contracts() -> list[Contract]:
             title="janus restarted",
             description=(
                 "svc_janus found its Janus restarted (session lost) and rebuilt the room's "
-                "AudioBridge room; anchors' WebRTC sessions are gone. No service consumes it yet: "
-                "svc_gateway, once built, asks them to reconnect."
+                "AudioBridge room; anchors' WebRTC sessions are gone. svc_gateway asks the room's "
+                "anchors connected to it to reconnect (notification reconnect {reason: janus_restarted})."
             ),
             stream=EVENTS_STREAM,
             payload_type=JanusRestarted,
             schema=record_schema(JanusRestarted),
             producers=("svc_janus",),
-            consumers=(),
+            consumers=("svc_gateway",),
             example=unstructure(restarted),
             parameters=(room,),
+        ),
+    ]
+
+
+_USER = "0b7e3a4c-5d6f-4a1b-8c2d-3e4f5a6b7c8d"
+_USER2 = "5f1c2d3e-4a5b-4c6d-9e7f-8a9b0c1d2e3f"
+
+
+def _users_contracts() -> list[Contract]:
+    room = Parameter(name="roomId", description="The room id ([A-Za-z0-9_-]{3,32}).")
+    members = RoomMembers(
+        room_id=_ROOM,
+        members=[
+            Member(
+                user_id=_USER,
+                role=MemberRole.HOST,
+                status=MemberStatus.ONAIR,
+                connected=True,
+                talking=True,
+                display_name="Ann",
+            ),
+            Member(user_id=_USER2, role=MemberRole.ANCHOR, status=MemberStatus.LEFT, muted=True),
+        ],
+        at=_AT,
+    )
+    report = UserStatusReport(room_id=_ROOM, user_id=_USER, status=MemberStatus.ONAIR, gen=3, talking=False)
+    command = UserCommand(room_id=_ROOM, user_id=_USER2, action=UserAction.MUTE, muted=True)
+    bool_reply = {"type": "boolean"}
+    return [
+        Contract(
+            name="eventsRoomsMembers",
+            address="rtc.events.rooms.{roomId}.members",
+            title="room members changed",
+            description=(
+                "svc_users changed a room's users (created, status report, expiry to left, kick, "
+                "mute, room deleted: then the list is empty) and publishes the full member list. "
+                "Every svc_gateway process subscribes to all rooms and notifies its connections of "
+                "that room (roomStatus)."
+            ),
+            stream=EVENTS_STREAM,
+            payload_type=RoomMembers,
+            schema=record_schema(RoomMembers),
+            producers=("svc_users",),
+            consumers=("svc_gateway",),
+            example=unstructure(members),
+            parameters=(room,),
+        ),
+        Contract(
+            name="usersStatus",
+            address="rtc.users.status",
+            title="user status report",
+            description=(
+                "Core NATS request (no stream), queue group svc_users: a gateway connection's "
+                "status (at join idle, keepalive onair/idle, leave left) with the connection's "
+                "generation; svc_users ignores a gen older than the stored one. Reply "
+                '{"ok": true, "changed": bool}; errors (bad payload 400, unknown user 404, Redis '
+                'down 503) as {"ok": false, "error", "code", "type"} with the Nats-Service-Error '
+                "headers."
+            ),
+            stream="",
+            payload_type=UserStatusReport,
+            schema=record_schema(UserStatusReport),
+            producers=("svc_gateway",),
+            consumers=("svc_users",),
+            example=unstructure(report),
+            reply={
+                "type": "object",
+                "properties": {"ok": {"const": True}, "changed": bool_reply},
+                "required": ["ok", "changed"],
+                "additionalProperties": False,
+            },
+        ),
+        Contract(
+            name="gatewayUsers",
+            address="rtc.gateway.{serverId}.users",
+            title="user command",
+            description=(
+                "Core NATS request (no stream) to the gateway process holding the user's "
+                "connection lock (its value serverId:connId): kick (notify kicked, close 4403) or "
+                'mute (AudioBridge configure). Reply {"delivered": bool}; no responder or no '
+                "answer in time counts as not delivered."
+            ),
+            stream="",
+            payload_type=UserCommand,
+            schema=record_schema(UserCommand),
+            producers=("svc_users",),
+            consumers=("svc_gateway",),
+            example=unstructure(command),
+            parameters=(
+                Parameter(name="serverId", description="The gateway process id.", pattern=_TOKEN_PATTERN),
+            ),
+            reply={
+                "type": "object",
+                "properties": {"delivered": bool_reply},
+                "required": ["delivered"],
+                "additionalProperties": False,
+            },
         ),
     ]
 
@@ -366,9 +480,10 @@ def _dlq_contract() -> Contract:
 
 @cache
 def contracts() -> tuple[Contract, ...]:
-    """Every contract: 8 state subjects, the room events, the DLQ (a stable order)."""
+    """Every contract: 8 state subjects, the room events, the users' subjects, the DLQ (a
+    stable order)."""
     state = [_state_contract(c, k) for c in Collection for k in Kind if k in KINDS[c]]
-    return (*state, *_event_contracts(), _dlq_contract())
+    return (*state, *_event_contracts(), *_users_contracts(), _dlq_contract())
 
 
 def contract_for(subject: str) -> Contract:

@@ -53,6 +53,9 @@ def _type_schema(tp: Any) -> dict[str, Any]:
     if tp == dict[str, Any]:
         return {"type": "object"}
     args = typing.get_args(tp)
+    if typing.get_origin(tp) is list and len(args) == 1 and attrs.has(args[0]):
+        # a list of records (RoomMembers.members): each item is that record's object schema
+        return {"type": "array", "items": _record_schema(args[0])}
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
         others = [a for a in args if a is not type(None)]
         if len(others) != 1:
@@ -80,7 +83,7 @@ def _record_schema(cls: type[Any]) -> dict[str, Any]:
         schema.update(field.metadata.get(SCHEMA_METADATA, {}))
         if field.default is attrs.NOTHING:
             required.append(name)
-        elif field.default is not None:
+        elif field.default is not None and not isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
             schema["default"] = _json_default(field.default)
         properties[name] = schema
     doc = (cls.__doc__ or "").strip().splitlines()

@@ -38,7 +38,11 @@ def _message(contract: Contract) -> dict[str, Any]:
     message: dict[str, Any] = {
         "name": contract.name,
         "title": contract.title,
-        "summary": f"{contract.payload_type.__name__} on {contract.address} (stream {contract.stream})",
+        "summary": (
+            f"{contract.payload_type.__name__} on {contract.address} (stream {contract.stream})"
+            if contract.stream
+            else f"{contract.payload_type.__name__} request on {contract.address} (core NATS)"
+        ),
         "contentType": "application/json",
     }
     if contract.headers:
@@ -65,12 +69,20 @@ def _channel(contract: Contract) -> dict[str, Any]:
         channel["parameters"] = {
             p.name: {"description": f"{p.description} Pattern {p.pattern}"} for p in contract.parameters
         }
-    channel["x-stream"] = contract.stream
+    if contract.stream:
+        channel["x-stream"] = contract.stream
+    else:
+        # request/reply on core NATS: AsyncAPI's operation reply needs a reply channel, which a
+        # NATS inbox is not; the successful reply's schema is given here instead
+        channel["x-request-reply"] = {"reply": dict(contract.reply or {})}
     return channel
 
 
 def _operation(contract: Contract, service: str, action: str) -> dict[str, Any]:
-    verb = "publishes" if action == "send" else "consumes"
+    if contract.is_request:
+        verb = "requests" if action == "send" else "answers"
+    else:
+        verb = "publishes" if action == "send" else "consumes"
     return {
         "action": action,
         "channel": {"$ref": f"#/channels/{contract.name}"},
@@ -101,7 +113,9 @@ def build_document() -> dict[str, Any]:
                 "Every NATS subject of audio-rtc, generated from common/contracts "
                 "(`python -m common.contracts.asyncapi --out docs/asyncapi.yaml`; do not edit by hand). "
                 "rtc.state.* (stream RTC_STATE) mirrors every etcd change; rtc.events.* (RTC_EVENTS) "
-                "carries domain events; rtc.dlq.* (RTC_DLQ) holds messages a service gave up on."
+                "carries domain events; rtc.dlq.* (RTC_DLQ) holds messages a service gave up on; "
+                "rtc.users.status and rtc.gateway.*.users are core NATS request/reply (x-request-reply "
+                "gives the reply's schema)."
             ),
         },
         "defaultContentType": "application/json",

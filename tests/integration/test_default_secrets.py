@@ -14,7 +14,7 @@ FIRST_SECRET = {
     "svc_rooms": "API_TOKEN",
     "svc_janus": "ADMIN_SECRET",
     "svc_mixer": "HLS_KEY_SECRET",
-    "svc_users": "JWT_SECRET",
+    "svc_users": "API_TOKEN",
     "svc_gateway": "JWT_SECRET",
 }
 

@@ -48,6 +48,8 @@ DOCUMENTED: dict[type, dict[str, str]] = {
         "ROOM_REMOVING_GRACE": "60s",
         "ROOM_START_TIMEOUT": "600s",
         "ETCD_PREFIX_SLOTS": "/slots/",
+        **REDIS,
+        "REDIS_USER_SVC_PREFIX": "rtcus",
     },
     JanusConfig: {
         **COMMON,
@@ -96,12 +98,18 @@ DOCUMENTED: dict[type, dict[str, str]] = {
         "ALLOWED_ORIGINS": "*",
         "CONN_LOCK_TTL": "30s",
         "WS_PING_INTERVAL": "10s",
+        "SERVER_HEARTBEAT_TTL": "3s",
+        "JANUS_REQUEST_TIMEOUT": "10s",
+        "USERS_REQUEST_TIMEOUT": "2s",
+        "WS_RATE_PER_S": "20",
+        "WS_RATE_BURST": "40",
     },
     UsersConfig: {
         **COMMON,
         **REDIS,
         "HTTP_ADDR": "127.0.0.1:8085",
         "REDIS_USER_SVC_PREFIX": "rtcus",
+        "API_TOKEN": "***",
         "JWT_SECRET": "***",
         "VIEWER_TOKEN_SECRET": "***",
         "JWT_EXPIRES_IN": "3600s",
@@ -117,7 +125,7 @@ SECRETS = {
     JanusConfig: ["ADMIN_SECRET"],
     MixerConfig: ["HLS_KEY_SECRET"],
     GatewayConfig: ["JWT_SECRET", "JANUS_TOKEN_KEY"],
-    UsersConfig: ["JWT_SECRET", "VIEWER_TOKEN_SECRET", "HLS_KEY_SECRET"],
+    UsersConfig: ["API_TOKEN", "JWT_SECRET", "VIEWER_TOKEN_SECRET", "HLS_KEY_SECRET"],
 }
 
 

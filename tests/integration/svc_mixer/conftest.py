@@ -12,18 +12,19 @@ import pytest
 from common.keys import Keyspace
 from tests.integration.svc_mixer.mixer_helpers import HLS_KEY_SECRET, MixerProcess
 from tests.integration.svc_users.users_helpers import running_users
-from tests.servers import EtcdServer, NatsServer
+from tests.servers import LOOPBACK, EtcdServer, NatsServer, RedisServer
 from tests.servers_nginx import NginxServer
 
 
 @pytest.fixture
 async def users_port(
-    etcd_server: EtcdServer, nats_private: NatsServer, keyspace: Keyspace
+    etcd_server: EtcdServer, nats_private: NatsServer, redis_server: RedisServer, keyspace: Keyspace
 ) -> AsyncIterator[int]:
     """svc_users (tokens and keys) in this test's loop; yields its HTTP port."""
     async with running_users(
         etcd_endpoint=etcd_server.endpoint,
         nats_url=nats_private.url,
+        redis_addr=f"{LOOPBACK}:{redis_server.port}",
         keyspace=keyspace,
         hls_key_secret=HLS_KEY_SECRET,
     ) as url:

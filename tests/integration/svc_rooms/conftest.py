@@ -24,12 +24,14 @@ from tests.integration.svc_rooms.fakes import (
     StartModule,
     rooms_env,
 )
-from tests.servers import EtcdServer, NatsServer
+from tests.servers import LOOPBACK, EtcdServer, NatsServer, RedisServer
 
 
 @pytest.fixture
-def rooms_config(etcd_server: EtcdServer, nats_private: NatsServer, keyspace: Keyspace) -> Config:
-    return Config.from_env(rooms_env(etcd_server, nats_private, keyspace))
+def rooms_config(
+    etcd_server: EtcdServer, nats_private: NatsServer, redis_server: RedisServer, keyspace: Keyspace
+) -> Config:
+    return Config.from_env(rooms_env(etcd_server, nats_private, keyspace, f"{LOOPBACK}:{redis_server.port}"))
 
 
 @pytest.fixture

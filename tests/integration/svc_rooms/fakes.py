@@ -59,10 +59,15 @@ API_TOKEN = "test-api-token"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
-def rooms_env(etcd_server: EtcdServer, nats_server: NatsServer, keyspace: Keyspace) -> dict[str, str]:
-    """svc_rooms's environment for a test: the test servers, the keyspace, a free port."""
+def rooms_env(
+    etcd_server: EtcdServer, nats_server: NatsServer, keyspace: Keyspace, redis_addr: str | None = None
+) -> dict[str, str]:
+    """svc_rooms's environment for a test: the test servers, the keyspace, a free port (and a
+    Redis with a prefix of this keyspace, for the live anchor counts)."""
     root = keyspace.rooms[: -len("rooms/")]
+    redis = {} if redis_addr is None else {"REDIS_ADDR": redis_addr, "REDIS_USER_SVC_PREFIX": root.strip("/")}
     return {
+        **redis,
         "ETCD_ENDPOINTS": etcd_server.endpoint,
         "NATS_SERVERS": nats_server.url,
         "ETCD_PREFIX_ROOMS": keyspace.rooms,

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from common.etcd import EtcdStore
 from common.keys import Keyspace, StateKey
 from common.records import LiveMeta, LiveStatus, Mark, MarkLabel
 from common.state import StateStore
+from common.userkeys import UserKeys
 from svc_rooms.app import Rooms
 from tests.integration.eventcore import eventually
-from tests.integration.svc_rooms.fakes import API_TOKEN, AUTH, StartModule
+from tests.integration.svc_rooms.fakes import API_TOKEN, AUTH, FakeClock, StartModule
+from tests.servers import LOOPBACK
 
 
 @pytest.fixture
@@ -180,6 +184,34 @@ async def test_stats(live: Rooms, client: httpx.AsyncClient) -> None:
         "capacity": 10,
         "assigned": 1,
     }
+
+
+async def test_live_anchor_counts_come_from_redis(
+    live: Rooms, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    await client.post("/api/rooms", json={"roomId": "s-live", "maxAnchors": 4})
+    keys = UserKeys(live.config.redis_user_svc_prefix)
+    now_ms = int(clock().timestamp() * 1000)
+    users = [str(uuid.uuid4()) for _ in range(4)]
+    fields = {f"m:{u}": "anchor" for u in users}
+    fields[f"s:{users[0]}"] = f"{now_ms - 1000},onair,2"
+    fields[f"s:{users[1]}"] = f"{now_ms - 5000},idle,1"
+    fields[f"s:{users[2]}"] = f"{now_ms - 40_000},onair,1"  # stale: not connected
+    fields[f"s:{users[3]}"] = f"{now_ms},left,1"
+    client_redis = Redis(host=LOOPBACK, port=int(live.config.redis.addr.rsplit(":", 1)[1]))
+    try:
+        for field, value in fields.items():
+            await client_redis.hset(keys.room_users("s-live"), field, value)
+        r = await client.get("/api/rooms/s-live/stats")
+        assert r.status_code == 200
+        assert r.json() == {
+            "success": True,
+            "stats": {"roomId": "s-live", "status": "onair", "maxAnchors": 4, "anchors": 2},
+        }
+        assert (await client.get("/api/stats")).json()["stats"]["rooms"]["totalParticipants"] == 2
+        _error(await client.get("/api/rooms/no-such-room/stats"), 404)
+    finally:
+        await client_redis.aclose()
 
 
 async def test_marks(live: Rooms, client: httpx.AsyncClient, states: StateStore, etcd: EtcdStore) -> None:

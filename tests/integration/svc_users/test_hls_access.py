@@ -16,7 +16,7 @@ from common.hlskey import derive_hls_key
 from common.keys import Keyspace, StateKey
 from common.state import StateStore
 from tests.integration.svc_users.users_helpers import VIEWER_TOKEN_SECRET, running_users
-from tests.servers import EtcdServer, NatsServer
+from tests.servers import LOOPBACK, EtcdServer, NatsServer, RedisServer
 
 KEY_SECRET = "users-test-key-secret-0123456789abcdef"
 NOW = datetime.now(UTC)
@@ -30,12 +30,13 @@ def _onair(nonce: str) -> records.LiveMeta:
 
 @pytest.fixture
 async def http(
-    etcd_server: EtcdServer, nats_private: NatsServer, keyspace: Keyspace
+    etcd_server: EtcdServer, nats_private: NatsServer, redis_server: RedisServer, keyspace: Keyspace
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         running_users(
             etcd_endpoint=etcd_server.endpoint,
             nats_url=nats_private.url,
+            redis_addr=f"{LOOPBACK}:{redis_server.port}",
             keyspace=keyspace,
             hls_key_secret=KEY_SECRET,
             VIEWER_TOKEN_TTL="2s",

@@ -2,10 +2,13 @@
 
 The truth is derived from the code: a service's subscriptions are the filter subjects of the
 ``Interest``s its reconcile runtime is built with (``svc_<name>.reconcile.INTERESTS``, checked
-against the ``interests=`` argument its ``app.py`` gives ``ReconcileRuntime``), and no service
-module subscribes to NATS any other way. A service is a consumer of a contract iff one of its
-filter subjects matches the contract's subjects (NATS wildcards). svc_users reads etcd directly
-and svc_gateway is not built: neither consumes a NATS subject.
+against the ``interests=`` argument its ``app.py`` gives ``ReconcileRuntime``), plus the core
+NATS subjects it subscribes to or answers (``Bus.subscribe`` / ``Bus.respond``), declared as
+``SUBSCRIPTIONS`` (filter subjects) in ``svc_<name>/reconcile.py`` or ``svc_<name>/__init__.py``.
+A service that calls ``subscribe``/``respond`` must declare them, and no service module
+subscribes to NATS any other way; the service's integration tests compare ``Bus.subscriptions``
+of the running service with its declaration. A service is a consumer of a contract iff one of
+its filter subjects matches the contract's subjects (NATS wildcards).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ SERVICES = [p.name for p in SERVICE_DIRS]
 # Ways of subscribing to NATS other than through common.reconcile (serve_micro's request
 # endpoints are not contract subjects).
 _DIRECT_SUBSCRIBE = {"subscribe", "pull_subscribe", "pull_subscribe_bind", "add_consumer", "PullStream"}
+# Core NATS subscriptions through common.bus: allowed for subjects declared in SUBSCRIPTIONS.
+_DECLARED_SUBSCRIBE = {"subscribe", "respond"}
 
 
 def nats_match(filter_subject: str, subject: str) -> bool:
@@ -81,8 +86,21 @@ def _runtime_interests_in_app(service: str) -> list[Interest] | None:
     return found
 
 
+def _declared(service: str) -> tuple[str, ...]:
+    """``SUBSCRIPTIONS`` of ``svc_<name>/reconcile.py`` or ``svc_<name>/__init__.py`` (one place)."""
+    found: list[tuple[str, ...]] = []
+    for module_name in (f"{service}.reconcile", service):
+        if module_name.endswith(".reconcile") and not (ROOT / service / "reconcile.py").is_file():
+            continue
+        value = getattr(importlib.import_module(module_name), "SUBSCRIPTIONS", None)
+        if value is not None:
+            found.append(tuple(value))
+    assert len(found) <= 1, f"{service} declares SUBSCRIPTIONS twice"
+    return found[0] if found else ()
+
+
 def _subscriptions(service: str) -> list[str]:
-    return [s for i in _interests(service) for s in i.filter_subjects()]
+    return [s for i in _interests(service) for s in i.filter_subjects()] + list(_declared(service))
 
 
 def _sample_subject(contract: Contract) -> str:
@@ -94,14 +112,14 @@ def _true_consumers(contract: Contract) -> set[str]:
     return {svc for svc in SERVICES if any(nats_match(f, subject) for f in _subscriptions(svc))}
 
 
-def _direct_subscribes(paths: Iterable[Path]) -> list[str]:
+def _calls(paths: Iterable[Path], names: set[str]) -> list[str]:
     hits = []
     for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call):
                 func = node.func
                 name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if name in _DIRECT_SUBSCRIBE:
+                if name in names:
                     hits.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}()")
     return hits
 
@@ -121,9 +139,14 @@ def test_app_builds_its_runtime_with_the_declared_interests(service: str) -> Non
         assert set(in_app) == set(declared), f"{service}/app.py watches other subjects than INTERESTS"
 
 
-def test_no_service_subscribes_around_the_reconcile_runtime() -> None:
-    hits = _direct_subscribes(p for d in SERVICE_DIRS for p in d.rglob("*.py"))
-    assert hits == [], "a direct NATS subscription: add it to the contract consumers test"
+@pytest.mark.parametrize("service_dir", SERVICE_DIRS, ids=lambda p: p.name)
+def test_no_service_subscribes_around_its_declarations(service_dir: Path) -> None:
+    paths = list(service_dir.rglob("*.py"))
+    raw = _calls(paths, _DIRECT_SUBSCRIBE - _DECLARED_SUBSCRIBE)
+    assert raw == [], "a raw NATS subscription: use the reconcile runtime or Bus.subscribe/respond"
+    # only Bus.subscribe/respond remain; a service using them declares what it subscribes to
+    if _calls(paths, _DECLARED_SUBSCRIBE):
+        assert _declared(service_dir.name), f"{service_dir.name} subscribes: declare SUBSCRIPTIONS"
 
 
 @pytest.mark.parametrize("contract", contracts(), ids=lambda c: c.name)
@@ -133,11 +156,17 @@ def test_registry_consumers_are_the_subscribers(contract: Contract) -> None:
     assert listed & set(SERVICES) == _true_consumers(contract), contract.address
 
 
-def test_svc_users_and_svc_gateway_consume_nothing() -> None:
-    # svc_users reads livemetas from etcd per request; svc_gateway is not built yet
-    for contract in contracts():
-        assert "svc_users" not in contract.consumers, contract.name
-        assert "svc_gateway" not in contract.consumers, contract.name
+def test_users_and_gateway_consume_their_subjects() -> None:
+    by_address = {c.address: c for c in contracts()}
+    assert by_address["rtc.state.rooms.{roomId}.meta"].consumers.count("svc_users") == 1
+    assert by_address["rtc.users.status"].consumers == ("svc_users",)
+    for address in (
+        "rtc.events.rooms.{roomId}.members",
+        "rtc.events.rooms.{roomId}.migrated",
+        "rtc.events.rooms.{roomId}.janus_restarted",
+        "rtc.gateway.{serverId}.users",
+    ):
+        assert by_address[address].consumers == ("svc_gateway",), address
 
 
 def test_rooms_janus_has_its_real_readers() -> None:

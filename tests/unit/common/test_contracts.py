@@ -100,14 +100,13 @@ def test_names_and_addresses_are_unique_and_parameters_declared() -> None:
     for c in items:
         placeholders = re.findall(r"\{(\w+)\}", c.address)
         assert placeholders == [p.name for p in c.parameters], c.name
-        assert c.stream in {"RTC_STATE", "RTC_EVENTS", "RTC_DLQ"}
+        assert c.stream in {"RTC_STATE", "RTC_EVENTS", "RTC_DLQ"} or (c.stream == "" and c.is_request)
 
 
 def test_producers_and_consumers_are_known() -> None:
     for c in contracts():
         assert c.producers, c.name
-        # the room events have no consumer until svc_gateway is built
-        assert c.consumers or c.address.startswith("rtc.events."), c.name
+        assert c.consumers, c.name
         assert set(c.producers) <= SERVICES | {STATE_RELAY}
         assert set(c.consumers) <= SERVICES | {OPERATOR}
         if c.address.startswith("rtc.state."):
@@ -134,6 +133,9 @@ def test_state_producers_follow_the_key_writers() -> None:
         ("rtc.events.rooms.r1x.migrated", "eventsRoomsMigrated"),
         ("rtc.events.rooms.r1x.janus_restarted", "eventsRoomsJanusRestarted"),
         ("rtc.dlq.svc_rooms", "dlq"),
+        ("rtc.events.rooms.r1x.members", "eventsRoomsMembers"),
+        ("rtc.users.status", "usersStatus"),
+        ("rtc.gateway.0f3c9a2e-1b4d-4e5f-8a6b-7c8d9e0f1a2b.users", "gatewayUsers"),
     ],
 )
 def test_contract_for_concrete_subjects(subject: str, name: str) -> None:
