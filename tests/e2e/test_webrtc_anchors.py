@@ -6,8 +6,10 @@ the veth exists before `up`, so before Janus starts). Each anchor is a subproces
 (tests/e2e/anchor_client.py) that opens its WebSockets in the root namespace and makes its
 RTCPeerConnection in the client namespace (tests/e2e/netns.py).
 
-- ``test_anchors_through_gateway``: the issue's flow. A room through svc_rooms, a user token
-  per anchor from svc_users, anchor A (440 Hz) joins through the gateway and offers: a
+- ``test_anchors_through_gateway``: the issue's flow, as a browser on the stack's origin sees
+  it (nginx proxies ``/api/rooms/*/users`` to svc_users and ``/ws`` to the gateway; the anchor
+  sends that Origin). A room through svc_rooms, a user token per anchor from svc_users (API
+  token), anchor A (440 Hz) joins through the gateway and offers: a
   decrypted HLS segment carries 440 Hz. Anchor B (660 Hz) joins: the HLS carries both, and each
   anchor hears the other's tone on its answer's track. Janus is killed (-9; supervisord
   restarts it): both anchors get ``reconnect``, rejoin with their jtoken, offer again, and the
@@ -36,12 +38,11 @@ from common import records
 from common.etcd import EtcdStore
 from common.keys import Keyspace
 from tests.e2e.anchor_client import AnchorProcess
-from tests.e2e.gateway_proc import Gateway
 from tests.e2e.hls import fresh_segment_pcm
 from tests.e2e.netns import VethNamespace
 from tests.e2e.tones import tone_levels
 from tests.integration.eventcore import eventually
-from tests.stackutil import Stack, stack
+from tests.stackutil import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.janus, pytest.mark.ffmpeg, pytest.mark.timeout(180)]
 
@@ -50,12 +51,6 @@ PIN = "tone77"
 # a tone present in a decoded segment or a received track; an absent one is far below it
 PRESENT_DBFS = -40.0
 ABSENT_BELOW_DB = 20.0
-
-
-def gateway_port_name() -> str | None:
-    """The stack setting of the gateway's port, once svc_gateway is a stack component."""
-    names = [k for k in stack.DEFAULTS if "GATEWAY" in k and k.endswith("_PORT")]
-    return names[0] if names else None
 
 
 class Room:
@@ -67,7 +62,6 @@ class Room:
         self.id = room_id
         self.work_dir = work_dir
         self.rooms = f"http://127.0.0.1:{s.port('SVC_ROOMS_PORT')}"
-        self.users = f"http://127.0.0.1:{s.port('SVC_USERS_PORT')}"
         self.origin = f"http://127.0.0.1:{s.port('NGINX_PORT')}"
         self.api_auth = {"Authorization": f"Bearer {(s.run_dir / 'api-token').read_text().strip()}"}
 
@@ -94,7 +88,7 @@ class Room:
 
     async def user_token(self, display: str) -> str:
         r = await self.http.post(
-            f"{self.users}/api/rooms/{self.id}/users",
+            f"{self.origin}/api/rooms/{self.id}/users",  # nginx proxies it to svc_users
             json={"role": "anchor", "displayName": display},
             headers=self.api_auth,
         )
@@ -159,32 +153,23 @@ def test_anchors_through_gateway(new_stack: Any, veth_netns: VethNamespace, tmp_
     s.down()
 
 
-@asynccontextmanager
-async def gateway_url(s: Stack, tmp_path: Path) -> AsyncIterator[str]:
-    """The stack's gateway (`just up` starts one); a gateway process of the test's own while
-    the stack has no svc_gateway component."""
-    port_name = gateway_port_name()
-    if port_name is not None:
-        yield f"ws://127.0.0.1:{s.port(port_name)}/ws"
-        return
-    async with Gateway(s, tmp_path / "svc_gateway.log") as gw:
-        yield gw.url
-
-
 async def _gateway_flow(s: Stack, ns: VethNamespace, tmp_path: Path) -> None:
-    async with (
-        httpx.AsyncClient(timeout=10) as http,
-        gateway_url(s, tmp_path) as gateway,
-        AsyncExitStack() as anchors,
-    ):
+    async with httpx.AsyncClient(timeout=10) as http, AsyncExitStack() as anchors:
         room = Room(s, http, "e2e-webrtc-gw", tmp_path)
         await room.create()
+        # like a browser on the stack's origin: nginx proxies /ws to the gateway
+        gateway = f"ws://127.0.0.1:{s.port('NGINX_PORT')}/ws"
 
         token_a = await room.user_token("anchor A")
         a = await anchors.enter_async_context(
             running(
                 AnchorProcess.gateway(
-                    "A", netns_name=ns.name, frequency=A_HZ, url=f"{gateway}?token={token_a}", pin=PIN
+                    "A",
+                    netns_name=ns.name,
+                    frequency=A_HZ,
+                    url=f"{gateway}?token={token_a}",
+                    pin=PIN,
+                    origin=room.origin,
                 )
             )
         )
@@ -195,7 +180,12 @@ async def _gateway_flow(s: Stack, ns: VethNamespace, tmp_path: Path) -> None:
         b = await anchors.enter_async_context(
             running(
                 AnchorProcess.gateway(
-                    "B", netns_name=ns.name, frequency=B_HZ, url=f"{gateway}?token={token_b}", pin=PIN
+                    "B",
+                    netns_name=ns.name,
+                    frequency=B_HZ,
+                    url=f"{gateway}?token={token_b}",
+                    pin=PIN,
+                    origin=room.origin,
                 )
             )
         )
