@@ -19,6 +19,9 @@ stack's servers, so the process measured is exactly one and nothing else connect
   flight per connection, at most ``PER_CONN_RATE`` per second each, under the gateway's
   per-connection rate limit): keepalive replies per second over ``RATE_WINDOW_S``. Each one is a
   Janus session keepalive, a Redis lock refresh and a status report to svc_users over NATS.
+  Everything shares the machine (2 cores here), so the CPU split is reported too (% of one
+  core of the gateway, svc_users and this client while keepalives run) and
+  gateway_keepalives_per_core_s = keepalives/s divided by the gateway's share of a core.
 
 The ``CONNS`` users are written straight into Redis with the shared key layout
 (common/userkeys.py: the room hash's ``m:``/``t:``/``n:`` fields, as svc_users writes them) and
@@ -335,6 +338,8 @@ async def _load(gw: Gateway, users: list[tuple[str, str]], *, users_pid: int) ->
         "gateway_keepalives_per_s": round(per_s),
         # where the keepalive time goes (% of one core while they run): no goals, for reading
         "gateway_keepalive_cpu_pct": round(cpu[gw.pid], 1),
+        # what one fully busy gateway core would do at this CPU cost per keepalive
+        "gateway_keepalives_per_core_s": round(per_s / max(cpu[gw.pid] / 100, 0.01)),
         "gateway_keepalive_users_cpu_pct": round(cpu[users_pid], 1),
         "gateway_keepalive_client_cpu_pct": round(cpu[os.getpid()], 1),
     }
