@@ -97,8 +97,8 @@ def new_stack(tmp_path: Path) -> Iterator[Any]:
     """A factory of whole stacks (infra/stack.py) on free ports; all are cleaned up after the test."""
     made: list[Stack] = []
 
-    def make(name: str = "run") -> Stack:
-        s = Stack(tmp_path / name)
+    def make(name: str = "run", **env: str) -> Stack:
+        s = Stack(tmp_path / name, env)
         made.append(s)
         return s
 

@@ -4,6 +4,8 @@
 UDP ranges), renders ``infra/janus/*.jcfg`` into its own config dir and runs ``janus`` there;
 ready when the HTTP ``info`` request answers. start/stop/kill/restart keep the ports, so a
 restarted Janus is reachable at the same URLs (as after a crash in production).
+``ice_enforce_list`` (an interface name, e.g. a test's veth) limits the ICE candidates Janus
+gathers to that interface; start Janus after the interface exists.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class JanusServer(ServerProcess):
 
     name = "janus"
 
-    def __init__(self, run_dir: Path, *, session_timeout_s: int = 60) -> None:
+    def __init__(self, run_dir: Path, *, session_timeout_s: int = 60, ice_enforce_list: str = "") -> None:
         super().__init__(run_dir)
         self.http_port = free_port()
         self.ws_port = free_port()
@@ -66,6 +68,7 @@ class JanusServer(ServerProcess):
         self.admin_key = TEST_ADMIN_KEY
         self.admin_secret = TEST_ADMIN_SECRET
         self.session_timeout_s = session_timeout_s
+        self.ice_enforce_list = ice_enforce_list
         self.config_dir = self.run_dir / "conf"
         self.render()
 
@@ -78,6 +81,7 @@ class JanusServer(ServerProcess):
             "janus_admin_secret": self.admin_secret,
             "janus_admin_key": self.admin_key,
             "janus_session_timeout_s": str(self.session_timeout_s),
+            "janus_ice_enforce_list": self.ice_enforce_list,
             "janus_rtp_port_range": f"{self.rtp_range[0]}-{self.rtp_range[1]}",
             "janus_ab_rtp_port_range": f"{self.ab_rtp_range[0]}-{self.ab_rtp_range[1]}",
         }

@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -43,7 +44,7 @@ COMPONENTS = tuple(c.name for c in stack.COMPONENTS)
 class Stack:
     """One stack: its env (run dir and ports) and the stack tool run as a subprocess."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, env: Mapping[str, str] | None = None) -> None:
         self.run_dir = run_dir
         names = [k for k in stack.DEFAULTS if k.endswith("_PORT") and k != "SUPERVISOR_PORT"]
         taken: set[int] = set()
@@ -61,6 +62,7 @@ class Stack:
             "JANUS_AB_RTP_PORT_RANGE": f"{udp + 200}-{udp + 399}",
             "MIXER_RTP_PORT_START": str(udp + 400),
             "MIXER_RTP_PORT_END": str(udp + 800),
+            **(env or {}),  # e.g. JANUS_ICE_ENFORCE_LIST for the WebRTC tests
         }
         self.settings = stack.Settings.from_env(self.env)
         self.seen_pids: set[int] = set()

@@ -93,7 +93,7 @@ def test_main_with_no_groups_present_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "latest.json"
-    assert main(["gateway", "--results", str(path)]) == 0
+    assert main(["e2e", "--results", str(path)]) == 0
     assert "skipped" in capsys.readouterr().out
     assert not path.exists()
     assert main(["nope", "--results", str(path)]) == 2
