@@ -294,14 +294,17 @@ class Anchor:
     async def leave(self, params: Any) -> ReplyThen:
         _params("leave", params, allowed=set())
         leg = self._joined_leg()
+        # Leave Janus and report before the reply: a client may close as soon as it reads the
+        # reply, which ends this connection's tasks; work left for after it would be lost and
+        # the user would hold a place in the room until its status expires.
+        self._drop_leg()
+        await _quietly(self._janus("leave", leg.leave(), "janus leave failed"), "leave")
+        await self._report(MemberStatus.LEFT)
 
-        async def after() -> None:
-            self._drop_leg()
-            await _quietly(self._janus("leave", leg.leave(), "janus leave failed"), "leave")
-            await self._report(MemberStatus.LEFT)
+        async def close() -> None:
             self.conn.close(CLOSE_LEFT, "bye")
 
-        return ReplyThen(None, after)
+        return ReplyThen(None, close)
 
     # -- what reaches the user from outside ----------------------------------------------
 

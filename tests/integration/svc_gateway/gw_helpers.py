@@ -300,6 +300,7 @@ class FakeLeg:
         self.on_event: Any = None
         self.calls: list[tuple[str, Any]] = []
         self.join_delay_s = 0.0
+        self.leave_delay_s = 0.0
         self.fail: set[str] = set()
         self.released = False
 
@@ -326,6 +327,8 @@ class FakeLeg:
 
     async def leave(self) -> None:
         self._call("leave")
+        await asyncio.sleep(self.leave_delay_s)
+        self.calls.append(("left", None))
 
     def release(self) -> None:
         self.released = True

@@ -107,6 +107,26 @@ async def test_join_offer_trickle_keepalive_mute_leave(
         assert (report.status, report.gen) == (MemberStatus.LEFT, 1)
 
 
+async def test_leave_is_done_when_its_reply_arrives(
+    env: EnvFactory, store: StateStore, redis: Redis, prefix: str, users: UsersStandIn, pool: FakePool
+) -> None:
+    """A client that closes its socket the moment it reads the leave reply: the user has left
+    Janus and svc_users has its ``left`` already."""
+    await seed_room(store, "room-m9", janus_room_id=4242)
+    uid = await seed_user(redis, prefix, "room-m9")
+    async with running_gateway(env(), pool=pool) as gw:
+        async with client(gw, user_token(uid, "room-m9")) as c:
+            await c.result("join", join_params())
+            assert (await users.next()).status == MemberStatus.IDLE
+            pool.legs[0].leave_delay_s = 0.3  # Janus takes its time
+            await c.send({"jsonrpc": "2.0", "id": 7, "method": "leave"})
+            assert (await c.reply())["result"] is None
+            assert ("left", None) in pool.legs[0].calls
+            await c.ws.close()
+        report = await users.next()
+        assert (report.user_id, report.status) == (uid, MemberStatus.LEFT)
+
+
 async def test_join_errors(
     env: EnvFactory, store: StateStore, redis: Redis, prefix: str, users: UsersStandIn, pool: FakePool
 ) -> None:
