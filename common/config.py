@@ -339,6 +339,9 @@ class RedisSettings:
     password: str = setting("", secret=True, help="Redis password")
     db: int = setting(0, parse=at_least(integer, 0), help="Redis database number")
     tls: bool = setting(False, help="connect with TLS")
+    max_connections: int = setting(
+        32, parse=at_least(integer, 1), help="connections per process; more callers wait for one"
+    )
 
 
 @attrs.frozen(kw_only=True)

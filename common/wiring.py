@@ -16,9 +16,11 @@ from typing import Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from common import records
 from common.bus import Bus
@@ -37,6 +39,7 @@ __all__ = [
     "open_bus",
     "open_etcd",
     "open_redis",
+    "redis_reachable",
     "serve_http",
 ]
 
@@ -78,23 +81,43 @@ def open_bus(settings: NatsSettings, *, name: str) -> contextlib.AbstractAsyncCo
 async def open_redis(settings: RedisSettings) -> AsyncIterator[Redis]:
     """A redis.asyncio client (connections are made on first use, so a Redis that is down fails
     the calls, not the start). No retries inside redis-py: a failure reaches the caller at once
-    (docs/conventions.md: retries live in the scheduler)."""
+    (docs/conventions.md: retries live in the scheduler).
+
+    The pool is a blocking one of ``REDIS_MAX_CONNECTIONS``: a burst of callers (a thousand
+    gateway connections refreshing their locks) waits up to ``REDIS_TIMEOUT_S`` for a free
+    connection; redis-py's default pool instead fails every call past 100 at once with "Too many
+    connections".
+    """
     host, port = split_addr(settings.addr)
-    client = Redis(
+    connection_class: type[Connection] = SSLConnection if settings.tls else Connection
+    pool = BlockingConnectionPool(
+        max_connections=settings.max_connections,
+        connection_class=connection_class,
+        timeout=REDIS_TIMEOUT_S,
         host=host,
         port=port,
         db=settings.db,
         username=settings.username or None,
         password=settings.password or None,
-        ssl=settings.tls,
         socket_timeout=REDIS_TIMEOUT_S,
         socket_connect_timeout=REDIS_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),
     )
+    client = Redis(connection_pool=pool)
     try:
         yield client
     finally:
         await client.aclose()
+        await pool.disconnect()
+
+
+async def redis_reachable(redis: Redis, *, timeout_s: float = REDIS_TIMEOUT_S) -> bool:
+    """The ``redis`` health check: a PING answered within ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return bool(await redis.ping())
+    except (RedisError, TimeoutError, OSError):
+        return False
 
 
 async def etcd_reachable(etcd: EtcdStore, key: str, *, timeout_s: float = HEALTH_ETCD_TIMEOUT_S) -> bool:

@@ -13,18 +13,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from common.config import RedisSettings
 from common.keys import StateKey
 from common.micro import serve_micro
 from common.state import StateStore
 from common.userkeys import UserKeys
-from common.wiring import etcd_reachable, keyspace_from, open_bus, open_etcd
+from common.wiring import etcd_reachable, keyspace_from, open_bus, open_etcd, open_redis, redis_reachable
 from svc_gateway import jtoken
 from svc_gateway.auth import Authenticator
 from svc_gateway.config import Config
@@ -41,34 +37,6 @@ __all__ = ["main"]
 logger = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
-REDIS_TIMEOUT_S = 2.0
-
-
-@contextlib.asynccontextmanager
-async def _open_redis(settings: RedisSettings) -> AsyncIterator[Redis]:
-    host, _, port = settings.addr.rpartition(":")
-    redis = Redis(
-        host=host.strip("[]"),
-        port=int(port),
-        username=settings.username or None,
-        password=settings.password or None,
-        db=settings.db,
-        ssl=settings.tls,
-        socket_timeout=REDIS_TIMEOUT_S,
-        socket_connect_timeout=REDIS_TIMEOUT_S,
-    )
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
-
-
-async def _redis_reachable(redis: Redis) -> bool:
-    try:
-        async with asyncio.timeout(REDIS_TIMEOUT_S):
-            return bool(await redis.ping())
-    except (RedisError, TimeoutError, OSError):
-        return False
 
 
 async def main(config: Config, stop: asyncio.Event, *, pool: LegPool | None = None) -> None:
@@ -78,7 +46,7 @@ async def main(config: Config, stop: asyncio.Event, *, pool: LegPool | None = No
     async with contextlib.AsyncExitStack() as stack:
         etcd = await stack.enter_async_context(open_etcd(config.etcd))
         bus = await stack.enter_async_context(open_bus(config.nats, name="svc_gateway"))
-        redis = await stack.enter_async_context(_open_redis(config.redis))
+        redis = await stack.enter_async_context(open_redis(config.redis))
         await stack.enter_async_context(
             ServerHeartbeat(redis, user_keys, server_id=server_id, ttl_s=config.server_heartbeat_ttl_s)
         )
@@ -106,7 +74,7 @@ async def main(config: Config, stop: asyncio.Event, *, pool: LegPool | None = No
         async def health() -> Mapping[str, bool]:
             return {
                 "nats": bus.is_connected,
-                "redis": await _redis_reachable(redis),
+                "redis": await redis_reachable(redis),
                 "etcd": await etcd_reachable(etcd, probe_key),
             }
 

@@ -35,7 +35,13 @@ COMMON = {
     "NATS_REQUEST_TIMEOUT": "5s",
     "NATS_DRAIN_TIMEOUT": "5s",
 }
-REDIS = {"REDIS_ADDR": "127.0.0.1:6379", "REDIS_USERNAME": "", "REDIS_DB": "0", "REDIS_TLS": "false"}
+REDIS = {
+    "REDIS_ADDR": "127.0.0.1:6379",
+    "REDIS_USERNAME": "",
+    "REDIS_DB": "0",
+    "REDIS_TLS": "false",
+    "REDIS_MAX_CONNECTIONS": "32",
+}
 
 DOCUMENTED: dict[type, dict[str, str]] = {
     RoomsConfig: {
