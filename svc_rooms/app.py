@@ -113,7 +113,16 @@ async def running(
         service = RoomService(
             store, states, resources, hls_adv_url=config.hls_adv_url, clock=clock, live_anchors=live_anchors
         )
-        reconcilers.append(RoomReconciler(store, resources, runtime.cache, runtime.enqueue, clock=clock))
+        reconcilers.append(
+            RoomReconciler(
+                store,
+                resources,
+                runtime.cache,
+                runtime.enqueue,
+                grace_s=config.module_grace_period_s,
+                clock=clock,
+            )
+        )
         await stack.enter_async_context(runtime)
         housekeeper = Housekeeper(
             store,
