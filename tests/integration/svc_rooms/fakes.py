@@ -170,8 +170,9 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def rooms_harness(run_dir: Path, etcd_server: EtcdServer) -> AsyncIterator[Harness]:
-    """For tests outside tests/integration (contract tests), which do not see its fixtures."""
+async def rooms_harness(run_dir: Path, etcd_server: EtcdServer, **env: str) -> AsyncIterator[Harness]:
+    """For tests outside tests/integration (contract tests), which do not see its fixtures;
+    ``env`` overrides settings (e.g. ``MODULE_GRACE_PERIOD``)."""
     nats_server = NatsServer(run_dir / "nats-rooms")
     nats_server.start()
     keyspace = Keyspace.under(f"/t-{uuid.uuid4().hex[:12]}/")
@@ -179,7 +180,7 @@ async def rooms_harness(run_dir: Path, etcd_server: EtcdServer) -> AsyncIterator
         async with contextlib.AsyncExitStack() as stack:
             etcd = await stack.enter_async_context(EtcdStore.open([etcd_server.endpoint]))
             bus = await stack.enter_async_context(Bus.open([nats_server.url], name="test"))
-            config = Config.from_env(rooms_env(etcd_server, nats_server, keyspace))
+            config = Config.from_env({**rooms_env(etcd_server, nats_server, keyspace), **env})
             rooms = await stack.enter_async_context(running(config, run_housekeeping=False))
             client = await stack.enter_async_context(
                 httpx.AsyncClient(base_url=rooms.url, headers=AUTH, timeout=10.0)
