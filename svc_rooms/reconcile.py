@@ -5,10 +5,13 @@ For a room:
   every key of the room at once, in a transaction that checks they are still gone;
 - ``onair`` on a module that must be left (its heartbeat is gone for longer than the grace
   period; it is unhealthy; or it is marked draining/drained/unready): move the room to a pickable module by
-  one transaction on livemeta (generation + 1, old slot released, new slot taken) and publish
-  ``rtc.events.rooms.<roomId>.migrated`` per moved module. The event's message id is
-  ``<roomId>.migrated.<generation>.<kind>``, so a retried publish is dropped by JetStream, and
-  an event whose publish failed stays in an outbox that the room's next run flushes first. If
+  one transaction on livemeta (generation + 1, old slot released, new slot taken, and one
+  outbox key per ``rtc.events.rooms.<roomId>.migrated`` event, roomstore.py), then publish the
+  events and delete their outbox keys. The message id is
+  ``<roomId>.migrated.<generation>.<kind>``, so a retried publish is dropped by JetStream; an
+  event whose publish failed, or whose process died first, stays in etcd and the room's next
+  run publishes it before anything else (at start and every housekeeping pass ``scan_outbox``
+  finds such rooms). If
   no module can take the room it stays onair where it is and the run fails with Unavailable:
   the scheduler logs it and retries with backoff, and a module event re-enqueues it.
 
@@ -102,7 +105,8 @@ class RoomReconciler:
         self.cache = cache
         self._enqueue = enqueue
         self.clock = clock
-        self._outbox: dict[str, list[tuple[str, RoomMigrated, str]]] = {}
+        # Rooms whose outbox in etcd may hold entries: their runs read it (others skip the read).
+        self._outbox_rooms: set[str] = set()
 
     async def reconcile(self, target: Target, view: Mapping[str, Any]) -> None:
         if target.collection == Collection.ROOMS:
@@ -217,17 +221,36 @@ class RoomReconciler:
             if old is not None:
                 release.append(old)
         new_live = attrs.evolve(live, **changes)
+        now = self.clock()
+        outbox = [
+            self.store.outbox_entry(
+                room_id,
+                migration_msg_id(room_id, generation, move.kind),
+                RoomMigrated(
+                    room_id=room_id,
+                    kind=move.kind,
+                    from_=move.from_,
+                    to=slot.module_id,
+                    generation=generation,
+                    reason=move.reason,
+                    at=now,
+                ),
+            )
+            for move, slot in targets
+        ]
         live_skey = StateKey(Collection.ROOMS, room_id, Kind.LIVEMETA)
+        # The events are committed with the move (an outbox key each), so a crash before the
+        # publish below cannot lose them: the next publisher finds them in etcd.
         revision = await self.store.commit(
             [Compare.mod_revision_is(self.store.key(live_skey), mod_revision)],
             puts=[(live_skey, new_live)],
             acquire=[(slot, room_id) for _, slot in targets],
             release=release,
+            outbox=outbox,
         )
         if revision is None:
             raise Conflict("room or slot changed during migration", room_id=room_id)
-        now = self.clock()
-        pending = self._outbox.setdefault(room_id, [])
+        self._outbox_rooms.add(room_id)
         for move, slot in targets:
             metrics.MIGRATIONS.labels(kind=move.kind.value, reason=move.reason.value).inc()
             logger.warning(
@@ -239,28 +262,35 @@ class RoomReconciler:
                 move.reason.value,
                 generation,
             )
-            event = RoomMigrated(
-                room_id=room_id,
-                kind=move.kind,
-                from_=move.from_,
-                to=slot.module_id,
-                generation=generation,
-                reason=move.reason,
-                at=now,
-            )
-            pending.append(
-                (
-                    self.store.event_subject(room_id, "migrated"),
-                    event,
-                    migration_msg_id(room_id, generation, move.kind),
-                )
-            )
         await self._flush(room_id)
 
+    # -- outbox -----------------------------------------------------------------------------
+
+    async def scan_outbox(self) -> int:
+        """Find events committed but not published (a crash, NATS away, another instance) and
+        enqueue their rooms, whose next run publishes them; at start and every housekeeping pass."""
+        entries = await self.store.read_outbox()
+        rooms = {e.room_id for e in entries}
+        self._outbox_rooms.update(rooms)
+        for room_id in sorted(rooms):
+            self._enqueue(Target(Collection.ROOMS, room_id), 0.0)
+        if entries:
+            logger.info("outbox: %d unpublished events of %d rooms", len(entries), len(rooms))
+        return len(entries)
+
     async def _flush(self, room_id: str) -> None:
-        pending = self._outbox.get(room_id)
-        while pending:
-            subject, event, msg_id = pending[0]
-            await self.store.publish_event(subject, event, msg_id=msg_id)
-            pending.pop(0)
-        self._outbox.pop(room_id, None)
+        """Publish the room's outbox, oldest first, deleting each entry once JetStream took it.
+
+        A publish that fails raises: the room's run fails and the scheduler retries it, and
+        nothing else happens to the room before its events are out. Each event keeps its
+        message id, so one published twice (a crash between publish and delete) is stored once
+        within JetStream's 2-minute dedup window.
+        """
+        if room_id not in self._outbox_rooms:
+            return
+        for entry in await self.store.read_outbox(room_id):
+            await self.store.publish_event(
+                self.store.event_subject(room_id, "migrated"), entry.event, msg_id=entry.msg_id
+            )
+            await self.store.delete_outbox(entry)
+        self._outbox_rooms.discard(room_id)

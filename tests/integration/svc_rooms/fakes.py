@@ -74,6 +74,7 @@ def rooms_env(
         "ETCD_PREFIX_JANUSES": keyspace.januses,
         "ETCD_PREFIX_MIXERS": keyspace.mixers,
         "ETCD_PREFIX_SLOTS": f"{root}slots/",
+        "ETCD_PREFIX_OUTBOX": f"{root}outbox/",
         "HTTP_ADDR": f"127.0.0.1:{free_port()}",
         "API_TOKEN": API_TOKEN,
         "HLS_ADV_URL": "http://127.0.0.1:8080/hls/",

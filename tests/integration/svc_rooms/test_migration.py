@@ -16,6 +16,7 @@ import pytest
 
 from common.bus import Bus
 from common.contracts import validate_payload
+from common.errors import Unavailable
 from common.keys import Collection
 from common.records import LiveStatus, RoomMigrated, decode_payload
 from svc_rooms.app import Rooms, running
@@ -289,3 +290,55 @@ async def test_no_other_module_keeps_the_room_onair_until_one_appears(
 
     await eventually(moved, 5, "room moved to the new mixer")
     await eventually(lambda: len(migrated) == 1, 5, "one migrated event")
+
+
+@pytest.mark.parametrize("crash", ["before_publish", "before_delete"])
+async def test_a_migration_cut_short_after_its_commit_is_published_once_after_a_restart(
+    rooms_config: Config,
+    clock: FakeClock,
+    modules: StartModule,
+    bus: Bus,
+    migrated: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    crash: str,
+) -> None:
+    """The migrated event is committed with the move (outbox) and survives the process."""
+    async with _instance(rooms_config, clock) as (rooms, client):
+        mixer_a = await _rooms_on_mixer_a(rooms, client, modules)
+        cut = 0
+
+        async def cut_short(*args: Any, **kwargs: Any) -> None:
+            nonlocal cut
+            cut += 1
+            raise Unavailable("simulated crash")
+
+        # before_publish: the process dies right after the commit; before_delete: right after
+        # JetStream took the event, before its outbox key went (the restart publishes it again)
+        monkeypatch.setattr(
+            rooms.store, "publish_event" if crash == "before_publish" else "delete_outbox", cut_short
+        )
+        await mixer_a.stop()
+        await _gone(rooms, "mixer-a")
+        clock.advance(GRACE_S)
+        await rooms.housekeeper.run_once()
+
+        async def moved() -> bool:
+            return await _mixers(rooms) == ON_B
+
+        await eventually(moved, 5, "rooms on mixer-b")
+        await eventually(lambda: cut >= 3, 5, "every room's run cut short")
+        assert len(await rooms.store.read_outbox()) == 3
+    monkeypatch.undo()
+    assert len(migrated) == (0 if crash == "before_publish" else 3)
+    async with _instance(rooms_config, clock) as (rooms, _):
+
+        async def outbox_empty() -> bool:
+            return await rooms.store.read_outbox() == []
+
+        await eventually(outbox_empty, 5, "the outbox published and emptied")
+        await eventually(lambda: len(migrated) >= 3, 5, "three migrated events")
+        await asyncio.sleep(0.3)  # a duplicate would arrive now
+    assert sorted(e["roomId"] for e in migrated) == ROOMS
+    assert {(e["from"], e["to"], e["generation"]) for e in migrated} == {("mixer-a", "mixer-b", 1)}
+    info = await bus.js.stream_info("RTC_EVENTS", subjects_filter=MIGRATED)
+    assert info.state.subjects == {f"rtc.events.rooms.{r}.migrated": 1 for r in ROOMS}
