@@ -3,8 +3,8 @@
 ``running(config)`` is the whole service as an async context manager (tests use it in-process
 with a fake clock); ``main(config, stop)`` runs it until ``stop`` is set. Start order: clients,
 the state relay (so lease expiries reach NATS), the reconcile runtime (consumer, snapshot,
-enqueue all), housekeeping, then the HTTP server and the micro registration; the stack unwinds
-in reverse.
+enqueue all), the outbox scan (events a crashed run committed but did not publish),
+housekeeping, then the HTTP server and the micro registration; the stack unwinds in reverse.
 """
 
 from __future__ import annotations
@@ -92,7 +92,9 @@ async def running(
         async def live_anchors(room_id: str) -> int:
             return await live_count(redis, user_keys, room_id, int(clock().timestamp() * 1000))
 
-        store = RoomStore(etcd, bus, keyspace, slots_prefix=config.slots_prefix)
+        store = RoomStore(
+            etcd, bus, keyspace, slots_prefix=config.slots_prefix, outbox_prefix=config.outbox_prefix
+        )
         states = StateStore(etcd, bus, keyspace)
         reconcilers: list[RoomReconciler] = []
 
@@ -113,8 +115,19 @@ async def running(
         service = RoomService(
             store, states, resources, hls_adv_url=config.hls_adv_url, clock=clock, live_anchors=live_anchors
         )
-        reconcilers.append(RoomReconciler(store, resources, runtime.cache, runtime.enqueue, clock=clock))
+        reconcilers.append(
+            RoomReconciler(
+                store,
+                resources,
+                runtime.cache,
+                runtime.enqueue,
+                grace_s=config.module_grace_period_s,
+                clock=clock,
+            )
+        )
         await stack.enter_async_context(runtime)
+        # Events an earlier run committed but did not publish (it died in between) go out now.
+        await reconcilers[0].scan_outbox()
         housekeeper = Housekeeper(
             store,
             service,
@@ -122,6 +135,7 @@ async def running(
             max_age_s=config.room_max_age_s,
             removing_grace_s=config.room_removing_grace_s,
             start_timeout_s=config.room_start_timeout_s,
+            scan_outbox=reconcilers[0].scan_outbox,
             clock=clock,
         )
         if run_housekeeping:

@@ -6,8 +6,10 @@ list), ``NATS_*`` (events: docs/architecture.md, Events), ``HOUSEKEEPING_INTERVA
 of 30 s in the reference), ``ROOM_MAX_AGE`` (3 h, a constant there; ``0`` = unlimited),
 ``ROOM_REMOVING_GRACE`` (60 s, a constant there), ``ROOM_START_TIMEOUT`` (10 min, a constant
 there), ``REDIS_*`` and ``REDIS_USER_SVC_PREFIX`` (svc_users' keys: the stats count the
-connected users) and ``ETCD_PREFIX_SLOTS`` (``/slots/``: the per-module assignment slots, outside the state
-keyspace, see docs/svc_rooms.md).
+connected users), ``ETCD_PREFIX_SLOTS`` (``/slots/``: the per-module assignment slots, outside the state
+keyspace, see docs/svc_rooms.md), ``ETCD_PREFIX_OUTBOX`` (``/outbox/``: migrated events committed
+with their migration, waiting for JetStream's ack) and ``MODULE_GRACE_PERIOD`` (15 s: how long a
+module whose heartbeat vanished keeps its rooms, so a restart adopts them).
 
 Renamed: ``ETCD_PREFIX_ROOM_STORE`` / ``ETCD_PREFIX_JANUS_STORE`` / ``ETCD_PREFIX_MIXER_STORE`` are
 ``ETCD_PREFIX_ROOMS`` / ``ETCD_PREFIX_JANUSES`` / ``ETCD_PREFIX_MIXERS``, the same names in every
@@ -80,6 +82,18 @@ class Config:
     )
     slots_prefix: str = setting(
         "/slots/", key="etcd_prefix_slots", parse=key_prefix, help="etcd prefix of module assignment slots"
+    )
+    outbox_prefix: str = setting(
+        "/outbox/",
+        key="etcd_prefix_outbox",
+        parse=key_prefix,
+        help="etcd prefix of domain events committed but not yet acknowledged by JetStream",
+    )
+    module_grace_period_s: float = setting(
+        15.0,
+        key="module_grace_period",
+        parse=duration,
+        help="a module whose heartbeat is gone keeps its rooms this long (a restart adopts them)",
     )
 
     @classmethod

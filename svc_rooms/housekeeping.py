@@ -14,7 +14,9 @@ read (so a concurrent API call or module write wins and the rule waits for the n
 - ``orphan_slot``: an assignment slot whose room's livemeta does not point at that module.
 
 Every onair room is also handed to the reconciler (migration check), so a missed event costs
-at most one interval. ``clock`` is injectable: tests drive each rule with a fake time.
+at most one interval, and the outbox is scanned for events committed but never published (their
+publisher died), which the reconciler then publishes. ``clock`` is injectable: tests drive each
+rule with a fake time.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from common.errors import log_error
@@ -53,6 +55,7 @@ class Housekeeper:
         max_age_s: float,
         removing_grace_s: float = DEFAULT_REMOVING_GRACE_S,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        scan_outbox: Callable[[], Awaitable[int]] | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self.store = store
@@ -61,6 +64,7 @@ class Housekeeper:
         self.max_age_s = max_age_s
         self.removing_grace_s = removing_grace_s
         self.start_timeout_s = start_timeout_s
+        self._scan_outbox = scan_outbox
         self.clock = clock
 
     async def run_forever(self, interval_s: float) -> None:
@@ -99,6 +103,13 @@ class Housekeeper:
             raise
         except Exception as exc:
             log_error(logger, exc, "housekeeping of assignment slots failed")
+        if self._scan_outbox is not None:
+            try:
+                await self._scan_outbox()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log_error(logger, exc, "outbox scan failed")
         if done:
             logger.info("housekeeping: %s", dict(done))
         return done

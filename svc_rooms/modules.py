@@ -12,13 +12,19 @@ and extended for room migration: docs/architecture.md, Services):
   but takes no new ones;
 - the label shown is ``drained`` for a ``draining`` module that has no rooms left.
 
-Pure functions over plain records: no I/O here.
+A missing heartbeat alone does not move rooms at once: ``Absences`` gives the module a grace
+period (``MODULE_GRACE_PERIOD``) counted from the moment this process first saw the heartbeat
+gone, so a module process that restarts (SIGTERM revokes its lease, kill -9 lets it expire)
+comes back to its rooms where they are. A mark that evacuates has no grace: it is deliberate.
+
+Pure functions and plain state over records and times passed in: no I/O here.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 import attrs
@@ -28,6 +34,7 @@ from common.records import Heartbeat, LiveMeta, LiveStatus, Mark, MarkLabel, Mig
 
 __all__ = [
     "MODULE_COLLECTIONS",
+    "Absences",
     "ModuleState",
     "RecordSource",
     "assigned_counts",
@@ -87,6 +94,11 @@ class ModuleState:
         )
 
     @property
+    def is_marked_away(self) -> bool:
+        """An operator's mark says its rooms must leave (on purpose: no grace)."""
+        return self.label in _EVACUATE_LABELS
+
+    @property
     def evacuate_reason(self) -> MigrationReason | None:
         """Why rooms must leave this module, or None when they may stay."""
         if self.heartbeat is None:
@@ -129,3 +141,39 @@ def module_states(source: RecordSource, collection: Collection | None = None) ->
             ids.update((c, module_id) for module_id, _ in source.items(c, kind))
         ids.update((c, module_id) for (cc, module_id) in counts if cc == c)
     return [module_state(source, c, module_id, counts) for c, module_id in sorted(ids)]
+
+
+class Absences:
+    """When each module's heartbeat was first seen missing, and how much of its grace is left.
+
+    The time etcd deleted a heartbeat is not in etcd (a lease expiry is just a delete), so the
+    grace counts from the first time this process *saw* it missing: the delete event in the
+    cache, or, after a restart of svc_rooms, the first look at a module that was already gone.
+    That errs on the safe side: a restart of svc_rooms never cuts a module's grace short (it can
+    only lengthen it, by up to one grace). A kill -9 is seen when the lease expires (up to the
+    module's ``LEASE_TTL`` after the death), so its rooms move up to TTL + grace after it.
+    """
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self._since: dict[tuple[str, str], datetime] = {}
+
+    def grace_left_s(self, collection: str, module_id: str, *, present: bool, now: datetime) -> float:
+        """Seconds before a module whose heartbeat is gone loses its rooms; 0 when over.
+
+        ``present`` = its heartbeat is there: the absence is forgotten (a module that comes back
+        and then goes again gets a whole new grace) and the answer is 0 (nothing to wait for).
+        """
+        key = (str(collection), module_id)
+        if present:
+            self._since.pop(key, None)
+            return 0.0
+        since = self._since.setdefault(key, now)
+        return max(0.0, self.grace_s - (now - since).total_seconds())
+
+    def missing_since(self, collection: str, module_id: str) -> datetime | None:
+        return self._since.get((str(collection), module_id))
+
+    def forget(self, collection: str, module_id: str) -> None:
+        """The module has nothing left to wait for (no rooms): drop its entry."""
+        self._since.pop((str(collection), module_id), None)

@@ -12,10 +12,17 @@ deleted in the same transaction that takes the room off the module (removing, mi
 deletion). So two concurrent creates can never both take the last slot: etcd lets exactly one
 ``create_revision == 0`` compare succeed. Slot keys live outside the state keyspace (default
 prefix ``/slots/``), so the relay and every consumer ignore them.
+
+**Outbox.** A domain event that must not be lost with a crash (``RoomMigrated``) is written in
+the transaction of the change it reports, as ``{outbox}{roomId}/{msgId}`` (default prefix
+``/outbox/``, outside the state keyspace too; value = the event's JSON), published afterwards
+under ``msgId`` and deleted once JetStream has acknowledged it. A crash between commit and
+publish leaves the key for the next publisher (docs/decisions.md, Durable domain events).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -24,13 +31,13 @@ import attrs
 
 from common import keys, records
 from common.bus import Bus
-from common.errors import AppError
+from common.errors import AppError, Conflict
 from common.etcd import Compare, DeleteOp, EtcdStore, PutOp
 from common.ids import is_valid_id
 from common.keys import Collection, Keyspace, Kind, StateKey
 from common.state import Versioned, state_event_message
 
-__all__ = ["RoomRecords", "RoomStore", "Slot"]
+__all__ = ["OutboxEntry", "RoomRecords", "RoomStore", "Slot"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +51,17 @@ class Slot:
     index: int
     key: str
     room_id: str = ""
+    mod_revision: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class OutboxEntry:
+    """A committed domain event not yet acknowledged by JetStream."""
+
+    room_id: str
+    msg_id: str
+    key: str
+    event: records.RoomMigrated
     mod_revision: int = 0
 
 
@@ -68,11 +86,20 @@ class RoomRecords:
 class RoomStore:
     """Typed multi-key reads and transactions of room state (see the module doc)."""
 
-    def __init__(self, etcd: EtcdStore, bus: Bus | None, keyspace: Keyspace, *, slots_prefix: str) -> None:
+    def __init__(
+        self,
+        etcd: EtcdStore,
+        bus: Bus | None,
+        keyspace: Keyspace,
+        *,
+        slots_prefix: str,
+        outbox_prefix: str = "/outbox/",
+    ) -> None:
         self.etcd = etcd
         self.bus = bus
         self.keyspace = keyspace
         self.slots_prefix = slots_prefix
+        self.outbox_prefix = outbox_prefix
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -96,6 +123,13 @@ class RoomStore:
             module_id=module_id,
             index=index,
             key=f"{self.slot_prefix(collection, module_id)}{index}",
+        )
+
+    def outbox_entry(self, room_id: str, msg_id: str, event: records.RoomMigrated) -> OutboxEntry:
+        """The outbox entry of ``event`` (to be written by ``commit(outbox=...)``)."""
+        self.keyspace.room_key(room_id, Kind.META)  # validates the id: it becomes a key segment
+        return OutboxEntry(
+            room_id=room_id, msg_id=msg_id, key=f"{self.outbox_prefix}{room_id}/{msg_id}", event=event
         )
 
     # -- reads ------------------------------------------------------------------------------
@@ -168,6 +202,33 @@ class RoomStore:
             )
         return out
 
+    async def read_outbox(self, room_id: str | None = None) -> list[OutboxEntry]:
+        """Pending outbox entries (of one room, or all), oldest write first."""
+        prefix = self.outbox_prefix if room_id is None else f"{self.outbox_prefix}{room_id}/"
+        snap = await self.etcd.get_prefix(prefix)
+        out: list[OutboxEntry] = []
+        for kv in snap.kvs:
+            owner, _, msg_id = kv.key[len(self.outbox_prefix) :].partition("/")
+            if not is_valid_id(owner) or not msg_id:
+                continue
+            try:
+                event = records.decode_payload(records.RoomMigrated, kv.value, key=kv.key)
+            except AppError as exc:
+                # Not ours to guess at: left in etcd for a human, like any undecodable value.
+                logger.warning("skipping undecodable outbox entry %s: %s", kv.key, exc)
+                continue
+            out.append(
+                OutboxEntry(
+                    room_id=owner, msg_id=msg_id, key=kv.key, event=event, mod_revision=kv.mod_revision
+                )
+            )
+        return sorted(out, key=lambda e: e.mod_revision)
+
+    async def delete_outbox(self, entry: OutboxEntry) -> None:
+        """Drop a published entry (only the version read: a rewrite is published again)."""
+        with contextlib.suppress(Conflict):  # gone already: another publisher was first
+            await self.etcd.delete_if(entry.key, mod_revision=entry.mod_revision)
+
     async def find_slot(self, collection: Collection, module_id: str, room_id: str) -> Slot | None:
         """The slot ``room_id`` holds on a module, if any."""
         if not module_id:
@@ -189,13 +250,15 @@ class RoomStore:
         release: Sequence[Slot] = (),
         delete_prefixes: Sequence[str] = (),
         prefix_deleted: Sequence[StateKey] = (),
+        outbox: Sequence[OutboxEntry] = (),
     ) -> int | None:
         """One transaction; the revision, or None when a compare failed (nothing written).
 
         ``acquire`` slots get a create-if-absent compare, ``release`` slots a compare that they
         still hold what was read. State events follow for ``puts``, ``deletes`` and the keys a
         prefix delete is known to remove (``prefix_deleted``: etcd rejects a txn whose delete
-        ranges overlap, so those keys get no op of their own).
+        ranges overlap, so those keys get no op of their own). ``outbox`` entries are written
+        in the same transaction (no state event: the caller publishes them, see the module doc).
         """
         all_compares = list(compares)
         ops: list[PutOp | DeleteOp] = []
@@ -208,6 +271,7 @@ class RoomStore:
         ops.extend(PutOp(key=self.key(skey), value=records.encode_record(rec)) for skey, rec in puts)
         ops.extend(DeleteOp(key=self.key(skey)) for skey in deletes)
         ops.extend(DeleteOp(key=prefix, prefix=True) for prefix in delete_prefixes)
+        ops.extend(PutOp(key=e.key, value=records.encode_record(e.event)) for e in outbox)
         ok, revision = await self.etcd.txn(all_compares, ops)
         if not ok:
             return None

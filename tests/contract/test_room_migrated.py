@@ -1,8 +1,8 @@
 """Contract of rtc.events.rooms.{roomId}.migrated: svc_rooms's message validates and decodes.
 
-Produced when a room's mixer dies (lease expiry). Its consumer, svc_gateway, decodes it with
-``decode_payload(RoomMigrated, ...)``, which is what is checked here for the consumer side
-until the gateway's own contract test exists.
+Produced when a room's mixer dies (lease expiry, then svc_rooms' grace period). Its consumer,
+svc_gateway, decodes it with ``decode_payload(RoomMigrated, ...)``, which is what is checked
+here for the consumer side until the gateway's own contract test exists.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from tests.servers import EtcdServer
 
 
 async def test_migrated_event_validates_and_decodes(tmp_path: Path, etcd_server: EtcdServer) -> None:
-    async with rooms_harness(tmp_path, etcd_server) as h:
+    # a short grace: the mixer's rooms move 0.5 s after its lease expired
+    async with rooms_harness(tmp_path, etcd_server, MODULE_GRACE_PERIOD="0.5s") as h:
         await h.module("januses", "janus-1")
         mixer = await h.module("mixers", "mixer-old", ttl_s=2)
         await h.seen("januses", 1)

@@ -54,6 +54,8 @@ DOCUMENTED: dict[type, dict[str, str]] = {
         "ROOM_REMOVING_GRACE": "60s",
         "ROOM_START_TIMEOUT": "600s",
         "ETCD_PREFIX_SLOTS": "/slots/",
+        "ETCD_PREFIX_OUTBOX": "/outbox/",
+        "MODULE_GRACE_PERIOD": "15s",
         **REDIS,
         "REDIS_USER_SVC_PREFIX": "rtcus",
     },

@@ -74,6 +74,7 @@ def rooms_env(
         "ETCD_PREFIX_JANUSES": keyspace.januses,
         "ETCD_PREFIX_MIXERS": keyspace.mixers,
         "ETCD_PREFIX_SLOTS": f"{root}slots/",
+        "ETCD_PREFIX_OUTBOX": f"{root}outbox/",
         "HTTP_ADDR": f"127.0.0.1:{free_port()}",
         "API_TOKEN": API_TOKEN,
         "HLS_ADV_URL": "http://127.0.0.1:8080/hls/",
@@ -170,8 +171,9 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def rooms_harness(run_dir: Path, etcd_server: EtcdServer) -> AsyncIterator[Harness]:
-    """For tests outside tests/integration (contract tests), which do not see its fixtures."""
+async def rooms_harness(run_dir: Path, etcd_server: EtcdServer, **env: str) -> AsyncIterator[Harness]:
+    """For tests outside tests/integration (contract tests), which do not see its fixtures;
+    ``env`` overrides settings (e.g. ``MODULE_GRACE_PERIOD``)."""
     nats_server = NatsServer(run_dir / "nats-rooms")
     nats_server.start()
     keyspace = Keyspace.under(f"/t-{uuid.uuid4().hex[:12]}/")
@@ -179,7 +181,7 @@ async def rooms_harness(run_dir: Path, etcd_server: EtcdServer) -> AsyncIterator
         async with contextlib.AsyncExitStack() as stack:
             etcd = await stack.enter_async_context(EtcdStore.open([etcd_server.endpoint]))
             bus = await stack.enter_async_context(Bus.open([nats_server.url], name="test"))
-            config = Config.from_env(rooms_env(etcd_server, nats_server, keyspace))
+            config = Config.from_env({**rooms_env(etcd_server, nats_server, keyspace), **env})
             rooms = await stack.enter_async_context(running(config, run_housekeeping=False))
             client = await stack.enter_async_context(
                 httpx.AsyncClient(base_url=rooms.url, headers=AUTH, timeout=10.0)

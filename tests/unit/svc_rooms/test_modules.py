@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from common.records import (
     MigrationReason,
     ModuleStatus,
 )
-from svc_rooms.modules import assigned_counts, module_states
+from svc_rooms.modules import Absences, assigned_counts, module_states
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -132,3 +132,47 @@ def test_modules_known_from_rooms_only_are_listed_dead() -> None:
         ("januses", "j-gone", 1, False),
         ("mixers", "m-gone", 1, False),
     ]
+
+
+def test_absence_grace_counts_from_first_sight_and_ends() -> None:
+    absences = Absences(15.0)
+    assert absences.grace_left_s("mixers", "m1", present=False, now=AT) == 15.0
+    assert absences.missing_since("mixers", "m1") == AT
+    # seen missing again later: the grace still counts from the first sight
+    assert absences.grace_left_s("mixers", "m1", present=False, now=AT + timedelta(seconds=10)) == 5.0
+    assert absences.grace_left_s("mixers", "m1", present=False, now=AT + timedelta(seconds=15)) == 0.0
+    assert absences.grace_left_s("mixers", "m1", present=False, now=AT + timedelta(seconds=99)) == 0.0
+
+
+def test_absence_forgotten_when_the_heartbeat_returns() -> None:
+    absences = Absences(15.0)
+    absences.grace_left_s("mixers", "m1", present=False, now=AT)
+    assert absences.grace_left_s("mixers", "m1", present=True, now=AT + timedelta(seconds=10)) == 0.0
+    assert absences.missing_since("mixers", "m1") is None
+    # gone again: a whole new grace from then
+    again = AT + timedelta(seconds=12)
+    assert absences.grace_left_s("mixers", "m1", present=False, now=again) == 15.0
+    assert absences.grace_left_s("mixers", "m1", present=False, now=again + timedelta(seconds=14)) == 1.0
+
+
+def test_absences_are_per_module_and_collection() -> None:
+    absences = Absences(15.0)
+    absences.grace_left_s("mixers", "m1", present=False, now=AT)
+    later = AT + timedelta(seconds=10)
+    assert absences.grace_left_s("januses", "m1", present=False, now=later) == 15.0
+    assert absences.grace_left_s("mixers", "m2", present=False, now=later) == 15.0
+    absences.forget("mixers", "m1")
+    assert absences.missing_since("mixers", "m1") is None
+    assert absences.missing_since("januses", "m1") == later
+
+
+def test_zero_grace_is_no_grace() -> None:
+    assert Absences(0.0).grace_left_s("mixers", "m1", present=False, now=AT) == 0.0
+
+
+def test_marked_away() -> None:
+    src = Source()
+    src.data[("mixers", "mixer-1", "mark")] = Mark(label=MarkLabel.DRAINING)
+    src.data[("mixers", "mixer-2", "mark")] = Mark(label=MarkLabel.CORDON)
+    assert _state(src, "mixer-1").is_marked_away
+    assert not _state(src, "mixer-2").is_marked_away
