@@ -51,7 +51,11 @@ async def main(config: Config, stop: asyncio.Event, *, pool: LegPool | None = No
             ServerHeartbeat(redis, user_keys, server_id=server_id, ttl_s=config.server_heartbeat_ttl_s)
         )
         if pool is None:
-            janus = JanusPool(ws_port=config.janus_ws_port, request_timeout_s=config.janus_request_timeout_s)
+            janus = JanusPool(
+                ws_port=config.janus_ws_port,
+                request_timeout_s=config.janus_request_timeout_s,
+                keepalive_interval_s=config.janus_keepalive_interval_s,
+            )
             stack.push_async_callback(janus.aclose)
             pool = janus
         store = StateStore(etcd, None, keyspace_from(config.etcd))
