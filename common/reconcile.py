@@ -11,8 +11,9 @@ collections and kinds it cares about and a ``reconcile(target, view)`` coroutine
 3. calls the service's ``rebuild(cache)`` hook (compare with the real resources),
 4. enqueues every id in the keyed scheduler, and
 5. applies each event to the cache only if its modRevision is newer than what it holds
-   (deletes leave tombstones so a late, older put cannot resurrect a key), acks it and enqueues
-   the id. A message that cannot be decoded goes to ``rtc.dlq.<service>`` and is acked: one bad
+   (deletes leave tombstones, and each snapshot sets a floor per collection below which a put
+   for an unknown key is ignored, so a late, older put cannot resurrect a key), acks it and
+   enqueues the id. A message that cannot be decoded goes to ``rtc.dlq.<service>`` and is acked: one bad
    message never stops the consumer.
 
 A periodic resync re-reads etcd and enqueues whatever differs; after a NATS reconnect or an
@@ -98,18 +99,38 @@ class Entry:
 
 
 class StateCache:
-    """key -> (record, modRevision), grouped by target; only ever moves forward in revisions."""
+    """key -> (record, modRevision), grouped by target; only ever moves forward in revisions.
+
+    Two things keep an older put from bringing back a key that etcd has deleted:
+
+    - a tombstone per key deleted since the last snapshot (its delete revision);
+    - a *floor* per collection: the revision of the last snapshot of that key range. The
+      snapshot reflects every change up to it, so a key it did not contain was absent at that
+      revision; a put at or below the floor for a key the cache does not hold is a replay (a
+      relay re-publishing, a redelivery) of a write that was deleted since, and is ignored.
+      The floor is what lets a snapshot drop the tombstones below it without risk.
+    """
 
     def __init__(self) -> None:
         self._by_target: dict[Target, dict[str, Entry]] = {}
         self._tombstones: dict[StateKey, int] = {}
+        self._floors: dict[str, int] = {}
+
+    def floor(self, collection: str) -> int:
+        """The revision of the last snapshot of ``collection`` (0 before the first)."""
+        return self._floors.get(collection, 0)
 
     def apply_put(self, skey: StateKey, record: Any, mod_revision: int) -> bool:
-        """Store ``record`` unless the cache already holds this key at a newer revision."""
+        """Store ``record`` unless the cache already holds this key at a newer revision, or the
+        key is unknown and the put is not newer than the collection's snapshot."""
         if self._tombstones.get(skey, 0) >= mod_revision:
             return False
         kinds = self._by_target.setdefault(Target(skey.collection, skey.id), {})
         current = kinds.get(skey.kind)
+        if current is None and mod_revision <= self._floors.get(skey.collection, 0):
+            if not kinds:
+                del self._by_target[Target(skey.collection, skey.id)]
+            return False
         if current is not None and current.mod_revision >= mod_revision:
             return False
         kinds[skey.kind] = Entry(record, mod_revision)
@@ -123,7 +144,9 @@ class StateCache:
         current = kinds.get(skey.kind) if kinds else None
         if current is not None and current.mod_revision >= mod_revision:
             return False
-        self._tombstones[skey] = max(mod_revision, self._tombstones.get(skey, 0))
+        if current is not None or mod_revision > self._floors.get(skey.collection, 0):
+            # At or below the floor an unknown key needs no tombstone: the floor covers it.
+            self._tombstones[skey] = max(mod_revision, self._tombstones.get(skey, 0))
         if current is None or kinds is None:
             return False
         del kinds[skey.kind]
@@ -131,9 +154,15 @@ class StateCache:
             del self._by_target[target]
         return True
 
-    def forget_tombstones(self, up_to_revision: int) -> None:
-        """A snapshot at ``up_to_revision`` makes older tombstones unnecessary."""
-        self._tombstones = {k: r for k, r in self._tombstones.items() if r > up_to_revision}
+    def set_floor(self, collection: str, revision: int) -> None:
+        """``collection`` was just loaded from a snapshot at ``revision``: raise its floor (it never
+        goes down) and drop the tombstones it now covers."""
+        if revision <= self._floors.get(collection, 0):
+            return
+        self._floors[collection] = revision
+        self._tombstones = {
+            k: r for k, r in self._tombstones.items() if k.collection != collection or r > revision
+        }
 
     def get(self, collection: str, id_: str, kind: str) -> Any | None:
         entry = self._by_target.get(Target(collection, id_), {}).get(kind)
@@ -437,12 +466,8 @@ class ReconcileRuntime:
         """Bring the cache to etcd's state; after the first time, enqueue the targets that changed."""
         changed: set[Target] = set()
         seen: set[StateKey] = set()
-        lowest_revision: int | None = None
         for collection in sorted({i.collection for i in self.interests}):
             snap = await self.etcd.get_prefix(self.keyspace.prefix(collection))
-            lowest_revision = (
-                snap.revision if lowest_revision is None else min(lowest_revision, snap.revision)
-            )
             for kv in snap.kvs:
                 skey = self.keyspace.parse(kv.key)
                 if skey is None or not self.wants(skey):
@@ -464,8 +489,8 @@ class ReconcileRuntime:
                     and self.cache.apply_delete(skey, snap.revision)
                 ):
                     changed.add(Target(skey.collection, skey.id))
-        if lowest_revision is not None:
-            self.cache.forget_tombstones(lowest_revision)
+            # Only after the snapshot's own puts went in: they are all at or below its revision.
+            self.cache.set_floor(collection, snap.revision)
         if not initial:
             self.stats.resync_changes += len(changed)
             for target in changed:

@@ -237,6 +237,43 @@ async def test_etcd_restart_during_changes_is_survived(tmp_path: Path, bus: Bus,
         server.stop()
 
 
+async def test_a_replayed_put_of_a_deleted_key_does_not_resurrect_it_after_a_resync(
+    etcd: EtcdStore, bus: Bus, keyspace: Keyspace
+) -> None:
+    store = StateStore(etcd, bus, keyspace)
+    skey = StateKey("rooms", "ghost", "livemeta")
+    meta = StateKey("rooms", "ghost", "meta")
+    target = Target("rooms", "ghost")
+    rec = Recorder()
+    async with runtime_for(etcd, bus, keyspace, rec) as rt:
+        await store.put(meta, room_meta("ghost"))
+        created = await store.put(skey, room_meta("ghost"))
+        await eventually(lambda: rec.last_view(target) == {"meta": room_meta("ghost")}, 5, "room seen")
+        await store.delete(skey)
+        await store.delete(meta)
+        await eventually(lambda: rec.last_view(target) == {}, 5, "delete reconciled")
+        # The resync drops the tombstones (etcd's snapshot already shows the key gone).
+        await rt._load_snapshot(initial=False)
+        assert rt.cache._tombstones == {}
+        calls = len(rec.calls)
+        # A late copy of the create, as a relay catching up or a redelivery would publish it.
+        subject, payload, _ = state_event_message(
+            keyspace,
+            meta,
+            op=records.StateOp.PUT,
+            revision=created - 1,
+            value=records.unstructure(room_meta("ghost")),
+        )
+        await bus.publish(subject, payload)
+        await store.put(StateKey("rooms", "fence", "meta"), room_meta("fence"))
+        await eventually(lambda: rec.last_view(Target("rooms", "fence")), 5, "fence event")
+        assert rt.cache.get("rooms", "ghost", "meta") is None
+        assert rt.cache.view(target) == {}
+        # not reconciled as if the room were back
+        assert [t for t, _ in rec.calls[calls:]] == [Target("rooms", "fence")]
+        assert rt.stats.events_stale >= 1
+
+
 async def test_periodic_resync_repairs_a_cache_that_missed_everything(
     etcd: EtcdStore, bus: Bus, keyspace: Keyspace
 ) -> None:
