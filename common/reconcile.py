@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -43,6 +43,7 @@ from common.etcd import EtcdStore
 from common.keys import Keyspace, StateKey
 from common.pull import PullStream
 from common.scheduler import KeyedScheduler
+from common.supervisor import Supervisor
 
 __all__ = [
     "Interest",
@@ -257,7 +258,9 @@ class ReconcileRuntime:
         self.cache = StateCache()
         self.stats = RuntimeStats()
         self.scheduler = KeyedScheduler(self._run_target, name=service)
-        self._tasks: set[asyncio.Task[None]] = set()
+        # The consume and resync loops: restarted if anything unexpected ends them.
+        self._loops = Supervisor()
+        self._consume_runs = 0
         self._resnapshot = asyncio.Event()
         self._is_ready = asyncio.Event()
         self._is_started = False
@@ -269,7 +272,17 @@ class ReconcileRuntime:
 
     @property
     def is_ready(self) -> bool:
+        """Start-up finished (consumer, snapshot, rebuild)."""
         return self._is_ready.is_set()
+
+    @property
+    def is_running(self) -> bool:
+        """Ready, and the consume and resync loops run now: the ``reconciler`` health check.
+
+        False while a loop that died waits for its restart (an outage the loop handles itself,
+        NATS down say, keeps it running: the ``nats`` check reports that).
+        """
+        return self.is_ready and self._is_started and self._loops.is_running
 
     def wants(self, skey: StateKey) -> bool:
         return any(i.wants(skey) for i in self.interests)
@@ -297,27 +310,19 @@ class ReconcileRuntime:
         for target in self.cache.targets():
             self.enqueue(target)
         self.bus.on_reconnect(self._resnapshot.set)
-        self._spawn(self._consume(), "consume")
-        self._spawn(self._resync_loop(), "resync")
+        self._loops.spawn(f"{self.durable_name}-consume", self._consume)
+        self._loops.spawn(f"{self.durable_name}-resync", self._resync_loop)
         self._is_ready.set()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
-        task = asyncio.create_task(coro, name=f"{self.durable_name}-{what}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
         """Stop taking events, let running reconciles finish, drop the subscription."""
         if not self._is_started:
             return
         self._is_started = False
+        # The flag first: a consume loop whose cancel was swallowed (asyncio.wait_for on 3.11)
+        # still ends on it.
         self._is_stopping.set()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loops.aclose()
         await self.scheduler.close()
 
     async def __aenter__(self) -> ReconcileRuntime:
@@ -386,6 +391,11 @@ class ReconcileRuntime:
         # event, so the wait between tries is capped low; the jitter spreads instances that lost
         # the same server.
         backoff = Backoff(max_s=CONSUME_RETRY_MAX_S, jitter=0.5)
+        self._consume_runs += 1
+        if self._consume_runs > 1:
+            # Restarted by the supervisor: the message in hand when the loop died is unacked
+            # and comes back only after ack_wait; the snapshot brings its change in now.
+            self._resnapshot.set()
         try:
             while not self._is_stopping.is_set():
                 try:

@@ -359,3 +359,35 @@ async def test_a_consumer_deleted_while_running_is_recreated_and_resnapshotted(
         # And it delivers again.
         await store.put(StateKey("rooms", "later", "meta"), room_meta("later"))
         await eventually(lambda: rec.last_view(Target("rooms", "later")), 5, "event after recreation")
+
+
+async def test_a_consume_loop_that_dies_is_restarted_and_catches_up(
+    etcd: EtcdStore, bus: Bus, keyspace: Keyspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = Recorder()
+    store = StateStore(etcd, bus, keyspace)
+    async with runtime_for(etcd, bus, keyspace, rec) as rt:
+        assert rt.is_running
+        handle = rt._handle
+        died: list[str] = []
+
+        async def dies_once(msg: Any) -> None:
+            if not died:
+                died.append(msg.subject)
+                # as a request future cancelled under it would: not a shutdown
+                raise asyncio.CancelledError
+            await handle(msg)
+
+        monkeypatch.setattr(rt, "_handle", dies_once)
+        await store.put(StateKey("rooms", "lost-in-flight", "meta"), room_meta("lost-in-flight"))
+        # Its message died with the loop, unacked (redelivered only after ack_wait, 30 s): the
+        # restarted loop re-snapshots and reconciles it well before that.
+        await eventually(
+            lambda: rec.last_view(Target("rooms", "lost-in-flight")), 5, "reconciled after restart"
+        )
+        consume = rt._loops[f"{rt.durable_name}-consume"]
+        assert died and consume.failures == 1 and consume.restarts == 1
+        assert rt.is_running
+        await store.put(StateKey("rooms", "next", "meta"), room_meta("next"))
+        await eventually(lambda: rec.last_view(Target("rooms", "next")), 5, "events flow again")
+    assert not rt.is_running
