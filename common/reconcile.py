@@ -18,7 +18,9 @@ collections and kinds it cares about and a ``reconcile(target, view)`` coroutine
 
 A periodic resync re-reads etcd and enqueues whatever differs; after a NATS reconnect or an
 etcd outage, or once its consumer was deleted and created again, the runtime re-snapshots.
-Retries of failed reconciles live in the scheduler only.
+Retries of failed reconciles live in the scheduler only. The consume and resync loops run
+under ``common.supervisor``: one that dies on something unexpected is started again with backoff,
+and ``is_running`` (the ``reconciler`` health check) is False until it runs again.
 """
 
 from __future__ import annotations
