@@ -47,7 +47,7 @@ async def main(config: Config, stop: asyncio.Event, *, pool: LegPool | None = No
         etcd = await stack.enter_async_context(open_etcd(config.etcd))
         bus = await stack.enter_async_context(open_bus(config.nats, name="svc_gateway"))
         redis = await stack.enter_async_context(open_redis(config.redis))
-        await stack.enter_async_context(
+        server_heartbeat = await stack.enter_async_context(
             ServerHeartbeat(redis, user_keys, server_id=server_id, ttl_s=config.server_heartbeat_ttl_s)
         )
         if pool is None:
@@ -80,6 +80,7 @@ async def main(config: Config, stop: asyncio.Event, *, pool: LegPool | None = No
                 "nats": bus.is_connected,
                 "redis": await redis_reachable(redis),
                 "etcd": await etcd_reachable(etcd, probe_key),
+                "heartbeat": server_heartbeat.is_running,
             }
 
         def status() -> Mapping[str, Any]:

@@ -15,7 +15,6 @@ A holder whose process lives keeps its lock: the second connection is refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from typing import Any
@@ -24,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common.errors import Unavailable
+from common.supervisor import SupervisedTask
 from common.userkeys import UserKeys
 
 __all__ = ["ConnectionLocks", "LockResult", "ServerHeartbeat"]
@@ -148,7 +148,14 @@ class ServerHeartbeat:
         self._redis = redis
         self._key = keys.server_heartbeat(server_id)
         self._ttl_ms = max(1, int(ttl_s * 1000))
-        self._task: asyncio.Task[None] | None = None
+        # Supervised: the loop handles Redis errors, but anything else used to end it, and then
+        # every connection of this gateway would look orphaned once the key expired.
+        self._task = SupervisedTask("gateway-heartbeat", self._run)
+
+    @property
+    def is_running(self) -> bool:
+        """The refresh loop runs (the ``heartbeat`` health check)."""
+        return self._task.is_running
 
     async def _beat(self) -> None:
         async with asyncio.timeout(REDIS_TIMEOUT_S):
@@ -159,7 +166,7 @@ class ServerHeartbeat:
             await self._beat()
         except (RedisError, TimeoutError) as exc:
             raise Unavailable(f"Redis: cannot write the gateway heartbeat: {exc}") from exc
-        self._task = asyncio.create_task(self._run(), name="gateway-heartbeat")
+        self._task.start()
 
     async def _run(self) -> None:
         failing = False
@@ -177,11 +184,7 @@ class ServerHeartbeat:
                 failing = False
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
                 await self._redis.delete(self._key)
