@@ -42,13 +42,15 @@ from __future__ import annotations
 import enum
 import json
 import re
+import typing
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
 import attrs
 import cattrs
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+from cattrs.cols import list_structure_factory
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from common.errors import InvalidInput
@@ -58,6 +60,7 @@ from common.keys import Kind
 __all__ = [
     "DEAD_LETTER_PAYLOAD_MAX_CHARS",
     "SCHEMA_METADATA",
+    "USER_STATUS_REPORTS_MAX",
     "DeadLetter",
     "Heartbeat",
     "JanusRecord",
@@ -84,6 +87,7 @@ __all__ = [
     "UserAction",
     "UserCommand",
     "UserStatusReport",
+    "UserStatusReports",
     "decode_event",
     "decode_payload",
     "decode_record",
@@ -102,6 +106,8 @@ T = TypeVar("T")
 SCHEMA_METADATA = "json_schema"
 
 DEAD_LETTER_PAYLOAD_MAX_CHARS = 64 * 1024
+# reports per rtc.users.status request: one request stays well under NATS' 1 MB payload limit
+USER_STATUS_REPORTS_MAX = 500
 
 _OPTIONAL_ID_PATTERN = "^([A-Za-z0-9_-]{3,32})?$"
 _PIN_PATTERN = "^([A-Za-z0-9]{6})?$"
@@ -233,6 +239,14 @@ def _max_chars(limit: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if len(value) > limit:
             raise _fail(attribute, f"must be at most {limit} characters", len(value))
+
+    return check
+
+
+def _item_count(lo: int, hi: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not lo <= len(value) <= hi:
+            raise _fail(attribute, f"must hold {lo} to {hi} items", len(value))
 
     return check
 
@@ -493,6 +507,21 @@ class UserStatusReport:
 
 
 @attrs.frozen(kw_only=True)
+class UserStatusReports:
+    """``rtc.users.status`` request (svc_gateway -> svc_users): a batch of connection statuses.
+
+    The gateway sends the reports of one moment together (1 to ``USER_STATUS_REPORTS_MAX``), in
+    the order its connections made them; svc_users applies them in that order and answers one
+    result per report.
+    """
+
+    reports: list[UserStatusReport] = attrs.field(
+        validator=_item_count(1, USER_STATUS_REPORTS_MAX),
+        metadata={SCHEMA_METADATA: {"minItems": 1, "maxItems": USER_STATUS_REPORTS_MAX}},
+    )
+
+
+@attrs.frozen(kw_only=True)
 class UserCommand:
     """``rtc.gateway.{serverId}.users`` request (svc_users -> the gateway holding the user).
 
@@ -609,6 +638,22 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(datetime, _structure_time)
     conv.register_unstructure_hook(datetime, format_time)
     conv.register_structure_hook_func(lambda t: t == dict[str, Any], _structure_object)
+
+    def list_factory(cl: Any) -> Any:
+        structure_items = list_structure_factory(cl, conv)
+
+        def hook(value: Any, _: Any) -> Any:
+            # cattrs alone iterates whatever it gets: "" or {} would pass as an empty list
+            if type(value) is not list:
+                raise TypeError(f"expected array, got {_json_type(value)}")
+            return structure_items(value, cl)
+
+        return hook
+
+    def is_list(cl: Any) -> bool:
+        return typing.get_origin(cl) is list
+
+    conv.register_structure_hook_factory(is_list, list_factory)
     # Per class, not by predicate: a StrEnum is a str, so the str hook would win and let a
     # plain "onair" through instead of LiveStatus.ONAIR.
     for enum_cls in _ENUMS:
@@ -617,7 +662,15 @@ def _make_converter() -> cattrs.Converter:
 
     def structure_factory(cl: type[Any]) -> Any:
         renames: dict[str, Any] = {a.name: override(rename=wire_name(a.name)) for a in attrs.fields(cl)}
-        return make_dict_structure_fn(cl, conv, _cattrs_forbid_extra_keys=True, **renames)
+        structure_fields = make_dict_structure_fn(cl, conv, _cattrs_forbid_extra_keys=True, **renames)
+
+        def hook(value: Any, _: Any) -> Any:
+            # a nested record (an item of a list) may be any JSON value: say which, not "no .keys"
+            if not isinstance(value, Mapping):
+                raise TypeError(f"expected object, got {_json_type(value)}")
+            return structure_fields(value, cl)
+
+        return hook
 
     def unstructure_factory(cl: type[Any]) -> Any:
         # Only fields defaulting to None are omitted when None (discardAt, janusRoomId);
@@ -688,6 +741,15 @@ def _error_lines(exc: BaseException, path: str) -> list[str]:
         with_notes, without = exc.group_exceptions()
         for sub, note in with_notes:
             lines.extend(_error_lines(sub, f"{path}.{wire_name(note.name)}"))
+        for sub in without:
+            lines.extend(_error_lines(sub, path))
+        return lines
+    if isinstance(exc, IterableValidationError):
+        # a list of records (UserStatusReports.reports): each item's errors with its index
+        lines = []
+        with_index, without = exc.group_exceptions()
+        for sub, index_note in with_index:
+            lines.extend(_error_lines(sub, f"{path}[{index_note.index}]"))
         for sub in without:
             lines.extend(_error_lines(sub, path))
         return lines

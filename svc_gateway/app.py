@@ -60,7 +60,10 @@ async def main(config: Config, stop: asyncio.Event, *, pool: LegPool | None = No
             pool = janus
         store = StateStore(etcd, None, keyspace_from(config.etcd))
         locks = ConnectionLocks(redis, user_keys, server_id=server_id, ttl_s=config.conn_lock_ttl_s)
+        # closed after the server (pushed before it): its closing connections still use them
+        stack.push_async_callback(locks.aclose)
         reporter = StatusReporter(bus, timeout_s=config.users_request_timeout_s)
+        stack.push_async_callback(reporter.aclose)  # after the server: closing connections report
         services = Services(
             rooms=RoomDirectory(store),
             pool=pool,

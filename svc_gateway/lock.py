@@ -22,6 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from common.batch import Batcher
 from common.errors import Unavailable
 from common.supervisor import SupervisedTask
 from common.userkeys import UserKeys
@@ -72,9 +73,10 @@ class LockResult(enum.IntEnum):
 
 class ConnectionLocks:
     """The users' connection locks. Every ``acquire`` (a connect, or a keepalive's refresh) goes
-    to Redis in a pipeline with the others waiting at that moment: one round trip and one pooled
-    connection for a burst of thousands of keepalives, instead of one each, which made the lock
-    the largest cost of a keepalive and emptied the connection pool under load."""
+    to Redis in a pipeline with the others waiting at that moment (common/batch.py): one round
+    trip and one pooled connection for a burst of thousands of keepalives, instead of one each,
+    which made the lock the largest cost of a keepalive and emptied the connection pool under
+    load."""
 
     def __init__(self, redis: Redis, keys: UserKeys, *, server_id: str, ttl_s: float) -> None:
         self._redis = redis
@@ -83,52 +85,45 @@ class ConnectionLocks:
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._acquire: Any = redis.register_script(_ACQUIRE)
         self._release: Any = redis.register_script(_RELEASE)
-        self._pending: list[tuple[str, str, asyncio.Future[int]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._batcher: Batcher[tuple[str, str], int] = Batcher(
+            self._acquire_many, max_batch=MAX_BATCH, name="gateway-lock"
+        )
 
     def value(self, conn_id: str) -> str:
         return f"{self.server_id}:{conn_id}"
 
     async def acquire(self, user_id: str, conn_id: str) -> LockResult:
         """Take (or refresh) the user's lock for this connection; REFUSED if a live one holds it."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((user_id, conn_id, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="gateway-lock-flush")
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
-                # shielded: one caller giving up must not cancel the pipeline of the others
-                result = await asyncio.shield(future)
+                result = await self._batcher.submit((user_id, conn_id))
         except TimeoutError as exc:
             raise Unavailable("Redis: connection lock timed out", user_id=user_id) from exc
         except RedisError as exc:
             raise Unavailable(f"Redis: connection lock failed: {exc}", user_id=user_id) from exc
         return LockResult(result)
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let the callers of this loop iteration join the batch
+    async def _acquire_many(self, batch: list[tuple[str, str]]) -> list[int]:
         heartbeat_prefix = self._keys.server_heartbeat("")
-        while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            try:
-                async with asyncio.timeout(REDIS_TIMEOUT_S):
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for user_id, conn_id, _ in batch:
-                            await self._acquire(
-                                keys=[self._keys.conn_lock(user_id)],
-                                args=[self.value(conn_id), self._ttl_ms, heartbeat_prefix],
-                                client=pipe,
-                            )
-                        results = await pipe.execute()
-            except (RedisError, TimeoutError, OSError) as exc:
-                failure = exc if isinstance(exc, RedisError) else RedisError(str(exc) or type(exc).__name__)
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(failure)
-                continue
-            for (_, _, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(int(result))
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for user_id, conn_id in batch:
+                        await self._acquire(
+                            keys=[self._keys.conn_lock(user_id)],
+                            args=[self.value(conn_id), self._ttl_ms, heartbeat_prefix],
+                            client=pipe,
+                        )
+                    results = await pipe.execute()
+        except (TimeoutError, OSError) as exc:
+            # one error type for the callers: a batch timing out here is Redis being slow, not
+            # the caller's own deadline
+            raise RedisError(str(exc) or type(exc).__name__) from exc
+        return [int(result) for result in results]
+
+    async def aclose(self) -> None:
+        """Stop batching; an acquire still waiting fails with ``Unavailable``."""
+        await self._batcher.aclose()
 
     async def release(self, user_id: str, conn_id: str) -> bool:
         """Delete the lock if it is still this connection's; never raises (a stale lock expires)."""

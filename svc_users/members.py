@@ -9,7 +9,8 @@ unix milliseconds from the caller's clock (tests inject one), never Redis' own `
   role, created time and display name, and the room's entry in ``{p}:rooms``.
 - ``report``: a connection's status ``"<ts>,<status>,<gen>"``; a ``gen`` older than the stored
   one is ignored (a late report of a replaced connection), ``talking`` / ``muted`` are stored
-  when given. Returns whether anything a member list shows changed.
+  when given. Returns whether anything a member list shows changed. ``report_many`` runs it for
+  a batch of reports in one pipeline.
 - ``expire``: ``idle``/``onair`` statuses older than the timeout become ``left`` (gen kept);
   a room whose latest change is older than the room TTL and that has nobody connected is
   dropped.
@@ -21,13 +22,14 @@ Redis failures become ``Unavailable`` / ``DependencyTimeout`` (common.members.re
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
 from common.errors import Conflict, NotFound
 from common.members import RoomUsers, read_room, redis_errors
-from common.records import MemberRole, MemberStatus
+from common.records import MemberRole, MemberStatus, UserStatusReport
 from common.userkeys import UserKeys
 
 __all__ = ["ExpireResult", "MemberStore", "ReportResult"]
@@ -191,6 +193,14 @@ class ExpireResult(enum.Enum):
     DROPPED = 2
 
 
+def _report_result(result: int, room_id: str, user_id: str) -> ReportResult | NotFound:
+    if result == -1:
+        return NotFound("no such user in this room", room_id=room_id, user_id=user_id)
+    if result == -2:
+        return ReportResult.STALE
+    return ReportResult.CHANGED if result == 1 else ReportResult.REFRESHED
+
+
 def _flag(value: bool | None) -> str:
     return "" if value is None else "1" if value else "0"
 
@@ -266,11 +276,30 @@ class MemberStore:
         """``NotFound`` for a user that does not exist (never created, kicked, room removed)."""
         args = [user_id, status.value, gen, now_ms, _flag(talking), _flag(muted), room_id]
         result = await self._run(self._report, f"status of {user_id}", self._keys(room_id), args)
-        if result == -1:
-            raise NotFound("no such user in this room", room_id=room_id, user_id=user_id)
-        if result == -2:
-            return ReportResult.STALE
-        return ReportResult.CHANGED if result == 1 else ReportResult.REFRESHED
+        outcome = _report_result(result, room_id, user_id)
+        if isinstance(outcome, NotFound):
+            raise outcome
+        return outcome
+
+    async def report_many(
+        self, reports: Sequence[UserStatusReport], *, now_ms: int
+    ) -> list[ReportResult | NotFound]:
+        """The reports in order, in one pipeline of the report script: one round trip for the
+        batch. Each script still runs atomically, and in the batch's order, so two reports of
+        one user keep the gen rule. Per report its result, or ``NotFound`` (unknown user); a
+        Redis failure fails them all (``Unavailable``)."""
+        with redis_errors(f"status of {len(reports)} users"):
+            # transaction=False: one report's refusal must not undo the others' writes
+            async with self.client.pipeline(transaction=False) as pipe:
+                for r in reports:
+                    flags = [_flag(r.talking), _flag(r.muted)]
+                    args = [r.user_id, r.status.value, r.gen, now_ms, *flags, r.room_id]
+                    await self._report(keys=self._keys(r.room_id), args=args, client=pipe)
+                results = await pipe.execute()
+        return [
+            _report_result(int(result), r.room_id, r.user_id)
+            for r, result in zip(reports, results, strict=True)
+        ]
 
     async def expire(self, room_id: str, *, now_ms: int) -> ExpireResult:
         args = [room_id, now_ms, self.status_timeout_ms, self.room_max_ttl_ms]

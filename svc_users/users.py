@@ -28,13 +28,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import attrs
 
 from common import keys, records
 from common.errors import AppError, Forbidden, InvalidInput, NotFound, Unauthorized, log_error
 from common.ids import new_user_id, validate_room_id, validate_user_id
-from common.records import Member, MemberRole, RoomMeta, UserAction, UserCommand, UserStatusReport
+from common.records import Member, MemberRole, RoomMeta, UserAction, UserCommand, UserStatusReports
 from common.usertoken import UserClaims, bearer_token, issue_user_token, parse_role, verify_user_token
 from svc_users.members import ExpireResult, MemberStore, ReportResult
 
@@ -207,24 +208,27 @@ class UserService:
 
     # -- NATS -------------------------------------------------------------------------------
 
-    async def report(self, payload: bytes) -> dict[str, bool]:
-        """``rtc.users.status``: decode strictly, write, publish on change."""
-        report = records.decode_payload(UserStatusReport, payload, key=keys.USERS_STATUS_SUBJECT)
-        result = await self.store.report(
-            report.room_id,
-            report.user_id,
-            report.status,
-            report.gen,
-            now_ms=self.now_ms(),
-            talking=report.talking,
-            muted=report.muted,
-        )
-        if result is ReportResult.STALE:
-            logger.debug("user %s: report of gen %d ignored (older)", report.user_id, report.gen)
-        changed = result is ReportResult.CHANGED
-        if changed:
-            await self.publish_members(report.room_id)
-        return {"ok": True, "changed": changed}
+    async def report(self, payload: bytes) -> dict[str, Any]:
+        """``rtc.users.status``: decode the batch strictly, write it in one pipeline, publish
+        each changed room once, answer one result per report, in order."""
+        batch = records.decode_payload(UserStatusReports, payload, key=keys.USERS_STATUS_SUBJECT)
+        outcomes = await self.store.report_many(batch.reports, now_ms=self.now_ms())
+        results: list[dict[str, Any]] = []
+        changed_rooms: dict[str, None] = {}  # ordered: events go out in the batch's room order
+        for report, outcome in zip(batch.reports, outcomes, strict=True):
+            if isinstance(outcome, AppError):
+                log_error(logger, outcome, "status report refused", user_id=report.user_id)
+                results.append({"error": outcome.detail, "code": outcome.status_code})
+                continue
+            if outcome is ReportResult.STALE:
+                logger.debug("user %s: report of gen %d ignored (older)", report.user_id, report.gen)
+            changed = outcome is ReportResult.CHANGED
+            if changed:
+                changed_rooms[report.room_id] = None
+            results.append({"changed": changed})
+        # one event per room however many of its users changed: each carries the full list
+        await asyncio.gather(*(self.publish_members(room_id) for room_id in changed_rooms))
+        return {"ok": True, "results": results}
 
     async def publish_members(self, room_id: str) -> None:
         # one lock per room while someone uses it (a count, so the dict does not grow forever)

@@ -35,6 +35,7 @@ from common.keys import (
     Kind,
 )
 from common.records import (
+    USER_STATUS_REPORTS_MAX,
     DeadLetter,
     Heartbeat,
     JanusRecord,
@@ -59,6 +60,7 @@ from common.records import (
     UserAction,
     UserCommand,
     UserStatusReport,
+    UserStatusReports,
     record_type,
     unstructure,
 )
@@ -374,7 +376,12 @@ def _users_contracts() -> list[Contract]:
         ],
         at=_AT,
     )
-    report = UserStatusReport(room_id=_ROOM, user_id=_USER, status=MemberStatus.ONAIR, gen=3, talking=False)
+    reports = UserStatusReports(
+        reports=[
+            UserStatusReport(room_id=_ROOM, user_id=_USER, status=MemberStatus.ONAIR, gen=3, talking=False),
+            UserStatusReport(room_id=_ROOM, user_id=_USER2, status=MemberStatus.LEFT, gen=1),
+        ]
+    )
     command = UserCommand(room_id=_ROOM, user_id=_USER2, action=UserAction.MUTE, muted=True)
     bool_reply = {"type": "boolean"}
     return [
@@ -401,23 +408,53 @@ def _users_contracts() -> list[Contract]:
             address="rtc.users.status",
             title="user status report",
             description=(
-                "Core NATS request (no stream), queue group svc_users: a gateway connection's "
-                "status (at join idle, keepalive onair/idle, leave left) with the connection's "
-                "generation; svc_users ignores a gen older than the stored one. Reply "
-                '{"ok": true, "changed": bool}; errors (bad payload 400, unknown user 404, Redis '
-                'down 503) as {"ok": false, "error", "code", "type"} with the Nats-Service-Error '
-                "headers."
+                "Core NATS request (no stream), queue group svc_users: a batch of 1 to "
+                f"{USER_STATUS_REPORTS_MAX} gateway connections' statuses (at join idle, keepalive "
+                "onair/idle, leave left), each with its connection's generation; the gateway "
+                "sends the reports of one moment together. svc_users applies them in order "
+                "(one Redis pipeline), ignores a gen older than the stored one and publishes one "
+                'members event per changed room. Reply {"ok": true, "results": [...]}, one per '
+                'report in order: {"changed": bool}, or {"error", "code"} for a report refused on '
+                "its own (unknown user 404). A whole request refused (undecodable payload 400, "
+                'Redis down 503) is answered {"ok": false, "error", "code", "type"} with the '
+                "Nats-Service-Error headers."
             ),
             stream="",
-            payload_type=UserStatusReport,
-            schema=record_schema(UserStatusReport),
+            payload_type=UserStatusReports,
+            schema=record_schema(UserStatusReports),
             producers=("svc_gateway",),
             consumers=("svc_users",),
-            example=unstructure(report),
+            example=unstructure(reports),
             reply={
                 "type": "object",
-                "properties": {"ok": {"const": True}, "changed": bool_reply},
-                "required": ["ok", "changed"],
+                "properties": {
+                    "ok": {"const": True},
+                    "results": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": USER_STATUS_REPORTS_MAX,
+                        "items": {
+                            "oneOf": [
+                                {
+                                    "type": "object",
+                                    "properties": {"changed": bool_reply},
+                                    "required": ["changed"],
+                                    "additionalProperties": False,
+                                },
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "error": {"type": "string"},
+                                        "code": {"type": "integer", "minimum": 400, "maximum": 599},
+                                    },
+                                    "required": ["error", "code"],
+                                    "additionalProperties": False,
+                                },
+                            ]
+                        },
+                    },
+                },
+                "required": ["ok", "results"],
                 "additionalProperties": False,
             },
         ),

@@ -42,7 +42,7 @@ async def test_members_event_validates_and_decodes(
             user = r.json()["userID"]
             created = await asyncio.wait_for(got.get(), 5)
             report = {"roomId": "contract-mem", "userId": user, "status": "onair", "gen": 1, "talking": True}
-            await bus.request("rtc.users.status", json.dumps(report).encode(), timeout_s=5)
+            await bus.request("rtc.users.status", json.dumps({"reports": [report]}).encode(), timeout_s=5)
             reported = await asyncio.wait_for(got.get(), 5)
     finally:
         await sub.unsubscribe()

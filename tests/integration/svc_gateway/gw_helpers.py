@@ -266,7 +266,8 @@ async def client(gw: RunningGateway | str, token: str, **kwargs: Any) -> AsyncIt
 
 
 class UsersStandIn:
-    """The test's own responder on ``rtc.users.status`` (what svc_users answers)."""
+    """The test's own responder on ``rtc.users.status`` (what svc_users answers): each report of
+    a batch is queued, in order, and every one answered as taken."""
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
@@ -275,8 +276,11 @@ class UsersStandIn:
 
     async def __aenter__(self) -> UsersStandIn:
         async def on_report(msg: Message) -> None:
-            await self.reports.put(records.decode_payload(records.UserStatusReport, msg.data))
-            await msg.respond(b'{"ok": true, "changed": true}')
+            batch = records.decode_payload(records.UserStatusReports, msg.data)
+            for report in batch.reports:
+                await self.reports.put(report)
+            results = [{"changed": True}] * len(batch.reports)
+            await msg.respond(json.dumps({"ok": True, "results": results}).encode())
 
         self._sub = await self._bus.subscribe(keys.USERS_STATUS_SUBJECT, on_report, queue="svc_users")
         await self._bus.nc.flush()

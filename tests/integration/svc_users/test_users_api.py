@@ -58,12 +58,23 @@ async def stored_status(svc: Svc, room: str, user: str) -> StoredStatus | None:
     return parse_status(raw.decode() if isinstance(raw, bytes) else raw)
 
 
+def one(room: str, user: str, status: str, gen: int, **extra: Any) -> dict[str, Any]:
+    return {"roomId": room, "userId": user, "status": status, "gen": gen, **extra}
+
+
+async def report_batch(bus: Bus, *reports: dict[str, Any]) -> list[dict[str, Any]]:
+    """Send one rtc.users.status batch; the per-report results."""
+    payload = json.dumps({"reports": list(reports)}).encode()
+    reply = json.loads(await bus.request("rtc.users.status", payload, timeout_s=5))
+    assert reply["ok"] is True and len(reply["results"]) == len(reports), reply
+    results: list[dict[str, Any]] = reply["results"]
+    return results
+
+
 async def report(bus: Bus, room: str, user: str, status: str, gen: int, **extra: Any) -> dict[str, Any]:
-    payload = {"roomId": room, "userId": user, "status": status, "gen": gen, **extra}
-    reply: dict[str, Any] = json.loads(
-        await bus.request("rtc.users.status", json.dumps(payload).encode(), timeout_s=5)
-    )
-    return reply
+    """A batch of one report; its result."""
+    [result] = await report_batch(bus, one(room, user, status, gen, **extra))
+    return result
 
 
 # -- create ------------------------------------------------------------------------------
@@ -153,7 +164,7 @@ async def test_max_anchors_counts_connected_and_fresh_users(svc: Svc, onair: OnA
     await create(svc, "room-max", role="host", status=409)
     svc.clock.advance(1.0)  # 30.5 s: both never connected, their places are free again
     c = await create(svc, "room-max", role="anchor")
-    assert (await report(bus, "room-max", c["userID"], "onair", 1)) == {"ok": True, "changed": True}
+    assert (await report(bus, "room-max", c["userID"], "onair", 1)) == {"changed": True}
     assert (await report(bus, "room-max", a["userID"], "idle", 1))["changed"] is True  # a late joiner
     await create(svc, "room-max", role="anchor", status=409)  # a and c connected
     await report(bus, "room-max", a["userID"], "left", 1)
@@ -193,42 +204,77 @@ async def test_list_auth_expiry_and_secret_separation(svc: Svc, onair: OnAir) ->
 async def test_status_reports_and_their_errors(svc: Svc, onair: OnAir, bus: Bus) -> None:
     await onair("room-s1")
     user = (await create(svc, "room-s1", role="anchor"))["userID"]
-    assert await report(bus, "room-s1", user, "idle", 1) == {"ok": True, "changed": True}
-    assert await report(bus, "room-s1", user, "idle", 1) == {"ok": True, "changed": False}
-    assert await report(bus, "room-s1", user, "onair", 1, talking=True) == {"ok": True, "changed": True}
-    assert await report(bus, "room-s1", user, "onair", 1, talking=True) == {"ok": True, "changed": False}
+    assert await report(bus, "room-s1", user, "idle", 1) == {"changed": True}
+    assert await report(bus, "room-s1", user, "idle", 1) == {"changed": False}
+    assert await report(bus, "room-s1", user, "onair", 1, talking=True) == {"changed": True}
+    assert await report(bus, "room-s1", user, "onair", 1, talking=True) == {"changed": False}
     member = (await svc.app.users.members("room-s1", f"Bearer {API_TOKEN}"))[0]
     assert (member.status, member.connected, member.talking) == (MemberStatus.ONAIR, True, True)
     # a report of an older connection is ignored
-    assert await report(bus, "room-s1", user, "idle", 3) == {"ok": True, "changed": True}
-    assert await report(bus, "room-s1", user, "left", 2) == {"ok": True, "changed": False}
+    assert await report(bus, "room-s1", user, "idle", 3) == {"changed": True}
+    assert await report(bus, "room-s1", user, "left", 2) == {"changed": False}
     member = (await svc.app.users.members("room-s1", f"Bearer {API_TOKEN}"))[0]
     assert member.status is MemberStatus.IDLE
 
-    msg = await bus.nc.request(
-        "rtc.users.status", b'{"roomId":"room-s1","userId":"%s"}' % user.encode(), timeout=5
+    async def refused_request(payload: bytes) -> dict[str, Any]:
+        msg = await bus.nc.request("rtc.users.status", payload, timeout=5)
+        assert msg.headers is not None and msg.headers[ERROR_CODE_HEADER] == "400"
+        body: dict[str, Any] = json.loads(msg.data)
+        assert body["ok"] is False and body["code"] == 400 and body["type"] == "RecordDecodeError"
+        return body
+
+    # an undecodable item refuses the whole batch: nothing of it is written
+    missing = {"roomId": "room-s1", "userId": user}
+    body = await refused_request(
+        json.dumps({"reports": [one("room-s1", user, "onair", 9), missing]}).encode()
     )
-    assert msg.headers is not None and msg.headers[ERROR_CODE_HEADER] == "400"
-    body = json.loads(msg.data)
-    assert body["ok"] is False and body["code"] == 400 and body["type"] == "RecordDecodeError"
-    assert "status" in body["error"]
-    msg = await bus.nc.request("rtc.users.status", b"not json", timeout=5)
-    assert json.loads(msg.data)["code"] == 400
-    bad = {"roomId": "room-s1", "userId": user, "status": "onair", "gen": "1"}
-    assert (
-        json.loads((await bus.nc.request("rtc.users.status", json.dumps(bad).encode(), timeout=5)).data)[
-            "code"
-        ]
-        == 400
+    assert "$.reports[1].status" in body["error"]
+    assert (await stored_status(svc, "room-s1", user)) == StoredStatus(
+        ts_ms=svc.app.users.now_ms(), status=MemberStatus.IDLE, gen=3
     )
-    unknown = {
-        "roomId": "room-s1",
-        "userId": "0b7e3a4c-5d6f-4a1b-8c2d-3e4f5a6b7c8d",
-        "status": "idle",
-        "gen": 1,
+    await refused_request(b"not json")
+    await refused_request(json.dumps({"reports": [one("room-s1", user, "onair", 1) | {"gen": "1"}]}).encode())
+    await refused_request(json.dumps({"reports": []}).encode())
+    await refused_request(json.dumps(one("room-s1", user, "onair", 1)).encode())  # not a batch
+    # an unknown user is refused on its own: the others of its batch are written
+    unknown = "0b7e3a4c-5d6f-4a1b-8c2d-3e4f5a6b7c8d"
+    results = await report_batch(bus, one("room-s1", unknown, "idle", 1), one("room-s1", user, "onair", 3))
+    assert results == [{"error": "no such user in this room", "code": 404}, {"changed": True}]
+
+
+async def test_a_batch_is_applied_in_order_with_one_event_per_changed_room(
+    svc: Svc, onair: OnAir, bus: Bus, member_events: MemberEvents
+) -> None:
+    await onair("room-b1")
+    await onair("room-b2")
+    a = (await create(svc, "room-b1", role="anchor"))["userID"]
+    b = (await create(svc, "room-b1", role="anchor"))["userID"]
+    c = (await create(svc, "room-b2", role="anchor"))["userID"]
+    await member_events.until(lambda e: e.room_id == "room-b2" and len(e.members) == 1)
+    while not member_events.queue.empty():
+        member_events.queue.get_nowait()
+    results = await report_batch(
+        bus,
+        one("room-b1", a, "idle", 2),
+        one("room-b1", b, "onair", 1, talking=True),
+        one("room-b1", a, "onair", 1),  # older than the gen-2 report just before it: ignored
+        one("room-b2", c, "idle", 1),
+        one("room-b1", a, "onair", 2),  # same gen, later in the batch: applied
+        one("room-b2", c, "idle", 1),  # a refresh only
+    )
+    assert results == [{"changed": v} for v in (True, True, False, True, True, False)]
+    stored = await stored_status(svc, "room-b1", a)
+    assert stored is not None and (stored.status, stored.gen) == (MemberStatus.ONAIR, 2)
+    # one event per changed room, each with the room's state after the whole batch
+    events = [await asyncio.wait_for(member_events.queue.get(), 5) for _ in range(2)]
+    by_room = {event.room_id: event for _subject, event, _raw in events}
+    assert set(by_room) == {"room-b1", "room-b2"}
+    assert {m.user_id: (m.status, m.talking) for m in by_room["room-b1"].members} == {
+        a: (MemberStatus.ONAIR, False),
+        b: (MemberStatus.ONAIR, True),
     }
-    msg = await bus.nc.request("rtc.users.status", json.dumps(unknown).encode(), timeout=5)
-    assert msg.headers is not None and msg.headers[ERROR_CODE_HEADER] == "404"
+    await asyncio.sleep(0.2)
+    assert member_events.queue.empty()
 
 
 async def test_gen_ordering_under_concurrent_reports(svc: Svc, onair: OnAir, bus: Bus) -> None:

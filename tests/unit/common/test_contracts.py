@@ -37,6 +37,7 @@ from common.records import (
     RoomMeta,
     RoomMigrated,
     StateEvent,
+    UserStatusReports,
     decode_payload,
     decode_record,
     encode_record,
@@ -59,6 +60,7 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     RoomMigrated: rs.migrations,
     JanusRestarted: rs.restarts,
     DeadLetter: rs.dead_letters,
+    UserStatusReports: rs.status_batches,
 }
 
 # Values near every boundary the records have, plus arbitrary JSON.

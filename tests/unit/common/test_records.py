@@ -15,6 +15,7 @@ from common.errors import InvalidInput
 from common.keys import Kind
 from common.records import (
     DEAD_LETTER_PAYLOAD_MAX_CHARS,
+    USER_STATUS_REPORTS_MAX,
     DeadLetter,
     Heartbeat,
     JanusRecord,
@@ -24,6 +25,7 @@ from common.records import (
     LiveStatus,
     Mark,
     MarkLabel,
+    MemberStatus,
     MigrationKind,
     MigrationReason,
     MixerRecord,
@@ -34,6 +36,8 @@ from common.records import (
     RoomMigrated,
     StateEvent,
     StateOp,
+    UserStatusReport,
+    UserStatusReports,
     decode_event,
     decode_payload,
     decode_record,
@@ -160,6 +164,17 @@ dead_letters = st.builds(
     error=st.text(max_size=50),
     payload=st.text(max_size=200),
 )
+user_ids = st.uuids(version=4).map(str)
+status_reports = st.builds(
+    UserStatusReport,
+    room_id=ids,
+    user_id=user_ids,
+    status=st.sampled_from(MemberStatus),
+    gen=st.integers(1, 2**53),
+    talking=st.none() | st.booleans(),
+    muted=st.none() | st.booleans(),
+)
+status_batches = st.builds(UserStatusReports, reports=st.lists(status_reports, min_size=1, max_size=5))
 
 _KIND_OF = {
     RoomMeta: Kind.META,
@@ -193,7 +208,7 @@ def test_state_event_round_trip(event: StateEvent) -> None:
     assert set(json.loads(raw)) == {"key", "op", "revision", "modRevision", "value"}
 
 
-@given(st.one_of(migrations, restarts, dead_letters))
+@given(st.one_of(migrations, restarts, dead_letters, status_reports, status_batches))
 def test_event_payload_round_trip(payload: Any) -> None:
     assert decode_payload(type(payload), encode_record(payload)) == payload
 
@@ -527,3 +542,35 @@ def test_decoded_enums_are_enum_members() -> None:
     assert lm.status is LiveStatus.ONAIR
     ev = decode_event('{"key":"k","op":"delete","revision":3,"modRevision":3,"value":null}')
     assert ev.op is StateOp.DELETE
+
+
+_U = "0b7e3a4c-5d6f-4a1b-8c2d-3e4f5a6b7c8d"
+_REPORT = {"roomId": "room-1", "userId": _U, "status": "idle", "gen": 1}
+
+
+@pytest.mark.parametrize(
+    ("reports", "paths"),
+    [
+        ([], ["$.reports"]),
+        ([_REPORT] * (USER_STATUS_REPORTS_MAX + 1), ["$.reports"]),
+        ({}, ["$.reports"]),
+        ("", ["$.reports"]),
+        (None, ["$.reports"]),
+        ([_REPORT, "x", None], ["$.reports[1]", "$.reports[2]"]),
+        (
+            [_REPORT, {**_REPORT, "gen": "2"}, {**_REPORT, "bogus": 1}],
+            ["$.reports[1].gen", "$.reports[2].bogus"],
+        ),
+        ([{**_REPORT, "userId": "u1x"}], ["$.reports[0].userId"]),
+    ],
+)
+def test_strict_status_batch_decoding_names_each_item(reports: Any, paths: list[str]) -> None:
+    with pytest.raises(RecordDecodeError) as err:
+        decode_payload(UserStatusReports, json.dumps({"reports": reports}), key="rtc.users.status")
+    assert [line.rsplit(" @ ", 1)[1] for line in err.value.errors] == paths
+
+
+def test_a_full_status_batch_decodes() -> None:
+    batch = decode_payload(UserStatusReports, {"reports": [_REPORT] * USER_STATUS_REPORTS_MAX})
+    assert len(batch.reports) == USER_STATUS_REPORTS_MAX
+    assert batch.reports[0] == UserStatusReport(room_id="room-1", user_id=_U, status=MemberStatus.IDLE, gen=1)
