@@ -3,13 +3,16 @@ another connection: after each case a second, joined connection of the same room
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from websockets.exceptions import ConnectionClosed
 
 from common.state import StateStore
 from tests.integration.svc_gateway.gw_helpers import (
@@ -129,17 +132,21 @@ async def test_closes(
         elif case == "frame over 64 KiB":
             await c.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "fly", "params": ["x" * 70_000]}))
         else:
-            for i in range(40):
-                await c.send({"jsonrpc": "2.0", "id": i, "method": "fly"})
+            started = time.monotonic()
+            with contextlib.suppress(ConnectionClosed):  # the close may come before the last ones
+                for i in range(200):
+                    await c.send({"jsonrpc": "2.0", "id": i, "method": "fly"})
+            sending_s = time.monotonic() - started
         code, _ = await c.closed()
         assert code == expected_code
         if case == "flood":
             codes = []
             while not c._replies.empty():
                 codes.append(c._replies.get_nowait()["error"]["code"])
-            # the burst runs (refusals are answered by the reader, so they may come first), the
-            # rest is refused, and once the refusals' own bucket is empty the socket closes
-            assert 10 <= codes.count(-32601) <= 12
+            # the burst runs (refusals are answered by the reader, so they may come first), plus
+            # what the bucket refilled (5/s) while a slow machine was still sending; the rest is
+            # refused, and once the refusals' own bucket is empty the socket closes
+            assert 10 <= codes.count(-32601) <= 12 + 5 * sending_s
             assert codes.count(-32029) >= 5
         await _still_works(other)
         # the server is still up for new connections
