@@ -143,10 +143,11 @@ async def test_closes(
             codes = []
             while not c._replies.empty():
                 codes.append(c._replies.get_nowait()["error"]["code"])
-            # the burst runs (refusals are answered by the reader, so they may come first), plus
-            # what the bucket refilled (5/s) while a slow machine was still sending; the rest is
-            # refused, and once the refusals' own bucket is empty the socket closes
-            assert 10 <= codes.count(-32601) <= 12 + 5 * sending_s
+            # at most the burst runs, plus what the bucket refilled (5/s) while a slow machine
+            # was still sending (their replies may be cut by the close: the reader refuses and
+            # closes while the worker still runs the burst); the rest is refused, and once the
+            # refusals' own bucket is empty the socket closes
+            assert codes.count(-32601) <= 12 + 5 * sending_s
             assert codes.count(-32029) >= 5
         await _still_works(other)
         # the server is still up for new connections
