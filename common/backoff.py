@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["Backoff", "backoff_delay"]
+__all__ = ["DEFAULT_MAX_DELAY_S", "Backoff", "backoff_delay"]
 
 DEFAULT_BASE_DELAY_S: Final = 0.1
 DEFAULT_MAX_DELAY_S: Final = 10.0

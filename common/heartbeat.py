@@ -21,6 +21,7 @@ from typing import Any, Self
 from common.backoff import Backoff
 from common.errors import AppError, InvalidInput, log_error
 from common.etcd import EtcdStore, LeaseLost
+from common.supervisor import SupervisedTask
 
 __all__ = ["HeartbeatKeeper"]
 
@@ -63,7 +64,7 @@ class HeartbeatKeeper:
         # Serialises writes so the newest make_value() is the one etcd keeps.
         self._write_lock = asyncio.Lock()
         self._dirty = False
-        self._task: asyncio.Task[None] | None = None
+        self._task: SupervisedTask | None = None
         self._is_started = False
         self._is_stopped = False
 
@@ -74,8 +75,9 @@ class HeartbeatKeeper:
 
     @property
     def is_alive(self) -> bool:
-        """True while the lease is held and the last write/refresh went through."""
-        return self._is_alive
+        """True while the lease is held, the last write/refresh went through and the refresh
+        loop runs (a loop that died refreshes nothing: the lease is about to go)."""
+        return self._is_alive and self._task is not None and self._task.is_running
 
     async def _store_put(self, key: str, value: bytes, lease_id: int) -> Any:
         return await self.store.put(key, value, lease=lease_id)
@@ -95,7 +97,8 @@ class HeartbeatKeeper:
             return
         await self._grant_and_put()
         self._is_started = True
-        self._task = asyncio.create_task(self._run(), name=f"heartbeat {self.key}")
+        self._task = SupervisedTask(f"heartbeat {self.key}", self._run)
+        self._task.start()
         logger.info("heartbeat %s started on lease %x (ttl %.1f s)", self.key, self._lease_id, self.ttl_s)
 
     async def stop(self) -> None:
@@ -105,9 +108,7 @@ class HeartbeatKeeper:
         self._is_stopped = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await task.stop()
         lease_id, self._lease_id = self._lease_id, None
         self._is_alive = False
         if lease_id is None:

@@ -11,13 +11,16 @@ collections and kinds it cares about and a ``reconcile(target, view)`` coroutine
 3. calls the service's ``rebuild(cache)`` hook (compare with the real resources),
 4. enqueues every id in the keyed scheduler, and
 5. applies each event to the cache only if its modRevision is newer than what it holds
-   (deletes leave tombstones so a late, older put cannot resurrect a key), acks it and enqueues
-   the id. A message that cannot be decoded goes to ``rtc.dlq.<service>`` and is acked: one bad
+   (deletes leave tombstones, and each snapshot sets a floor per collection below which a put
+   for an unknown key is ignored, so a late, older put cannot resurrect a key), acks it and
+   enqueues the id. A message that cannot be decoded goes to ``rtc.dlq.<service>`` and is acked: one bad
    message never stops the consumer.
 
 A periodic resync re-reads etcd and enqueues whatever differs; after a NATS reconnect or an
 etcd outage, or once its consumer was deleted and created again, the runtime re-snapshots.
-Retries of failed reconciles live in the scheduler only.
+Retries of failed reconciles live in the scheduler only. The consume and resync loops run
+under ``common.supervisor``: one that dies on something unexpected is started again with backoff,
+and ``is_running`` (the ``reconciler`` health check) is False until it runs again.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -42,6 +45,7 @@ from common.etcd import EtcdStore
 from common.keys import Keyspace, StateKey
 from common.pull import PullStream
 from common.scheduler import KeyedScheduler
+from common.supervisor import Supervisor
 
 __all__ = [
     "Interest",
@@ -98,18 +102,38 @@ class Entry:
 
 
 class StateCache:
-    """key -> (record, modRevision), grouped by target; only ever moves forward in revisions."""
+    """key -> (record, modRevision), grouped by target; only ever moves forward in revisions.
+
+    Two things keep an older put from bringing back a key that etcd has deleted:
+
+    - a tombstone per key deleted since the last snapshot (its delete revision);
+    - a *floor* per collection: the revision of the last snapshot of that key range. The
+      snapshot reflects every change up to it, so a key it did not contain was absent at that
+      revision; a put at or below the floor for a key the cache does not hold is a replay (a
+      relay re-publishing, a redelivery) of a write that was deleted since, and is ignored.
+      The floor is what lets a snapshot drop the tombstones below it without risk.
+    """
 
     def __init__(self) -> None:
         self._by_target: dict[Target, dict[str, Entry]] = {}
         self._tombstones: dict[StateKey, int] = {}
+        self._floors: dict[str, int] = {}
+
+    def floor(self, collection: str) -> int:
+        """The revision of the last snapshot of ``collection`` (0 before the first)."""
+        return self._floors.get(collection, 0)
 
     def apply_put(self, skey: StateKey, record: Any, mod_revision: int) -> bool:
-        """Store ``record`` unless the cache already holds this key at a newer revision."""
+        """Store ``record`` unless the cache already holds this key at a newer revision, or the
+        key is unknown and the put is not newer than the collection's snapshot."""
         if self._tombstones.get(skey, 0) >= mod_revision:
             return False
         kinds = self._by_target.setdefault(Target(skey.collection, skey.id), {})
         current = kinds.get(skey.kind)
+        if current is None and mod_revision <= self._floors.get(skey.collection, 0):
+            if not kinds:
+                del self._by_target[Target(skey.collection, skey.id)]
+            return False
         if current is not None and current.mod_revision >= mod_revision:
             return False
         kinds[skey.kind] = Entry(record, mod_revision)
@@ -123,7 +147,9 @@ class StateCache:
         current = kinds.get(skey.kind) if kinds else None
         if current is not None and current.mod_revision >= mod_revision:
             return False
-        self._tombstones[skey] = max(mod_revision, self._tombstones.get(skey, 0))
+        if current is not None or mod_revision > self._floors.get(skey.collection, 0):
+            # At or below the floor an unknown key needs no tombstone: the floor covers it.
+            self._tombstones[skey] = max(mod_revision, self._tombstones.get(skey, 0))
         if current is None or kinds is None:
             return False
         del kinds[skey.kind]
@@ -131,9 +157,15 @@ class StateCache:
             del self._by_target[target]
         return True
 
-    def forget_tombstones(self, up_to_revision: int) -> None:
-        """A snapshot at ``up_to_revision`` makes older tombstones unnecessary."""
-        self._tombstones = {k: r for k, r in self._tombstones.items() if r > up_to_revision}
+    def set_floor(self, collection: str, revision: int) -> None:
+        """``collection`` was just loaded from a snapshot at ``revision``: raise its floor (it never
+        goes down) and drop the tombstones it now covers."""
+        if revision <= self._floors.get(collection, 0):
+            return
+        self._floors[collection] = revision
+        self._tombstones = {
+            k: r for k, r in self._tombstones.items() if k.collection != collection or r > revision
+        }
 
     def get(self, collection: str, id_: str, kind: str) -> Any | None:
         entry = self._by_target.get(Target(collection, id_), {}).get(kind)
@@ -228,7 +260,9 @@ class ReconcileRuntime:
         self.cache = StateCache()
         self.stats = RuntimeStats()
         self.scheduler = KeyedScheduler(self._run_target, name=service)
-        self._tasks: set[asyncio.Task[None]] = set()
+        # The consume and resync loops: restarted if anything unexpected ends them.
+        self._loops = Supervisor()
+        self._consume_runs = 0
         self._resnapshot = asyncio.Event()
         self._is_ready = asyncio.Event()
         self._is_started = False
@@ -240,7 +274,17 @@ class ReconcileRuntime:
 
     @property
     def is_ready(self) -> bool:
+        """Start-up finished (consumer, snapshot, rebuild)."""
         return self._is_ready.is_set()
+
+    @property
+    def is_running(self) -> bool:
+        """Ready, and the consume and resync loops run now: the ``reconciler`` health check.
+
+        False while a loop that died waits for its restart (an outage the loop handles itself,
+        NATS down say, keeps it running: the ``nats`` check reports that).
+        """
+        return self.is_ready and self._is_started and self._loops.is_running
 
     def wants(self, skey: StateKey) -> bool:
         return any(i.wants(skey) for i in self.interests)
@@ -268,27 +312,19 @@ class ReconcileRuntime:
         for target in self.cache.targets():
             self.enqueue(target)
         self.bus.on_reconnect(self._resnapshot.set)
-        self._spawn(self._consume(), "consume")
-        self._spawn(self._resync_loop(), "resync")
+        self._loops.spawn(f"{self.durable_name}-consume", self._consume)
+        self._loops.spawn(f"{self.durable_name}-resync", self._resync_loop)
         self._is_ready.set()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
-        task = asyncio.create_task(coro, name=f"{self.durable_name}-{what}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
         """Stop taking events, let running reconciles finish, drop the subscription."""
         if not self._is_started:
             return
         self._is_started = False
+        # The flag first: a consume loop whose cancel was swallowed (asyncio.wait_for on 3.11)
+        # still ends on it.
         self._is_stopping.set()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loops.aclose()
         await self.scheduler.close()
 
     async def __aenter__(self) -> ReconcileRuntime:
@@ -357,6 +393,11 @@ class ReconcileRuntime:
         # event, so the wait between tries is capped low; the jitter spreads instances that lost
         # the same server.
         backoff = Backoff(max_s=CONSUME_RETRY_MAX_S, jitter=0.5)
+        self._consume_runs += 1
+        if self._consume_runs > 1:
+            # Restarted by the supervisor: the message in hand when the loop died is unacked
+            # and comes back only after ack_wait; the snapshot brings its change in now.
+            self._resnapshot.set()
         try:
             while not self._is_stopping.is_set():
                 try:
@@ -437,12 +478,8 @@ class ReconcileRuntime:
         """Bring the cache to etcd's state; after the first time, enqueue the targets that changed."""
         changed: set[Target] = set()
         seen: set[StateKey] = set()
-        lowest_revision: int | None = None
         for collection in sorted({i.collection for i in self.interests}):
             snap = await self.etcd.get_prefix(self.keyspace.prefix(collection))
-            lowest_revision = (
-                snap.revision if lowest_revision is None else min(lowest_revision, snap.revision)
-            )
             for kv in snap.kvs:
                 skey = self.keyspace.parse(kv.key)
                 if skey is None or not self.wants(skey):
@@ -464,8 +501,8 @@ class ReconcileRuntime:
                     and self.cache.apply_delete(skey, snap.revision)
                 ):
                     changed.add(Target(skey.collection, skey.id))
-        if lowest_revision is not None:
-            self.cache.forget_tombstones(lowest_revision)
+            # Only after the snapshot's own puts went in: they are all at or below its revision.
+            self.cache.set_floor(collection, snap.revision)
         if not initial:
             self.stats.resync_changes += len(changed)
             for target in changed:

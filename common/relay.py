@@ -32,6 +32,7 @@ from common.errors import AppError, InvalidInput, Unavailable, log_error
 from common.etcd import Compacted, EtcdStore, WatchEvent
 from common.keys import Keyspace
 from common.state import state_event_message
+from common.supervisor import SupervisedTask
 
 __all__ = ["StateRelay"]
 
@@ -71,7 +72,7 @@ class StateRelay:
         self.checkpoint_interval_s = checkpoint_interval_s
         self.stats = RelayStats()
         self._kv: KeyValue | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: SupervisedTask | None = None
         self._caught_up = asyncio.Event()
         # Every keyspace prefix starts with "/", so their common prefix covers all state keys;
         # character-wise on purpose: etcd prefixes are byte strings, not paths.
@@ -81,8 +82,9 @@ class StateRelay:
 
     @property
     def is_running(self) -> bool:
-        """The relay task is alive (it retries outages itself, so only a stop or a bug ends it)."""
-        return self._task is not None and not self._task.done()
+        """The relay loop runs (it retries outages itself; a bug ending it is restarted, and
+        this is False until then)."""
+        return self._task is not None and self._task.is_running
 
     @property
     def checkpoint_key(self) -> str:
@@ -90,15 +92,13 @@ class StateRelay:
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"relay-{self.name}")
+            self._task = SupervisedTask(f"relay-{self.name}", self._run)
+            self._task.start()
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if task is not None:
+            await task.stop()
 
     async def __aenter__(self) -> StateRelay:
         await self.start()

@@ -13,6 +13,8 @@
   ``min(0.1 s * 2**attempt, 10 s)`` (the project's formula, ``common/backoff.py``);
   a fresh ``enqueue`` (an event) resets the attempt count and, being earlier, replaces a
   pending backoff retry;
+- a run that ends in ``CancelledError`` while the scheduler is not closing is a failure too
+  (``RunCancelled``, retried the same way): only ``close()`` may drop work;
 - at most ``workers`` handlers run at once;
 - ``close()`` stops taking work, waits for running handlers (cancels them after a timeout).
 
@@ -44,6 +46,7 @@ from common.errors import InvalidInput, Unavailable, log_error
 __all__ = [
     "FakeClock",
     "KeyedScheduler",
+    "RunCancelled",
     "SchedulerClosed",
     "SchedulerStats",
 ]
@@ -66,6 +69,11 @@ _Entry = tuple[float, int, str]
 
 class SchedulerClosed(Unavailable):
     """``enqueue`` or ``start`` on a scheduler that is closing or closed (the service is draining)."""
+
+
+class RunCancelled(Unavailable):
+    """A handler run ended in ``CancelledError`` while the scheduler was not closing; it counts
+    as a failure and is retried (logged at WARNING, as a dependency failure is)."""
 
 
 # -- clocks -----------------------------------------------------------------------------------
@@ -471,9 +479,20 @@ class KeyedScheduler:
         except Exception as exc:
             error = exc
             is_done = True
+        except asyncio.CancelledError:
+            if self._is_closed:
+                raise  # close() cancelled it: shutdown, nothing to retry
+            # Not our close: something inside the handler was cancelled (a request whose
+            # connection dropped, a stray cancel()). The key's work is not done, and dropping it
+            # would leave the resource wrong until the next event: count a failure and retry.
+            error = RunCancelled("reconcile run was cancelled", key=key, scheduler=self.name)
+            is_done = True
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this task itself was cancelled: let it end so, the retry is scheduled
         finally:
-            # CancelledError (and other BaseExceptions) pass through untouched: is_done stays
-            # False, so the run counts as neither success nor failure and is not retried.
+            # Other BaseExceptions pass through untouched: is_done stays False, so the run
+            # counts as neither success nor failure and is not retried.
             self._finish(key, is_done, error)
 
     def _finish(self, key: str, is_done: bool, error: Exception | None) -> None:

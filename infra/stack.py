@@ -943,11 +943,18 @@ def _print_first_steps(settings: Settings) -> None:
     rooms = f"http://127.0.0.1:{settings.values.get('svc_rooms_port', '3000')}"
     print(f"Secrets: {secrets_path(settings)} (mode 0600, generated once, reused by every `just up`)")
     print(f"API token (every write needs it): {token}")
-    print("A first room:")
+    nginx_port = settings.values.get("nginx_port", "8080")
+    origin = f"http://127.0.0.1:{nginx_port}"
+    print("A first room, and an anchor's token for it (the anchor connects to the gateway with it):")
     print(
         f'  curl -s -X POST {rooms}/api/rooms -H "Authorization: Bearer $(cat {token})" '
-        "-H 'content-type: application/json' -d '{\"roomId\": \"my-room\"}'"
+        '-H \'content-type: application/json\' -d \'{"roomId": "my-room", "pin": "abc123"}\''
     )
+    print(
+        f'  curl -s -X POST {origin}/api/rooms/my-room/users -H "Authorization: Bearer $(cat {token})" '
+        "-H 'content-type: application/json' -d '{\"role\": \"anchor\"}'"
+    )
+    print(f"  the anchor: ws://127.0.0.1:{nginx_port}/ws?token=<token> (JSON-RPC join, offer)")
 
 
 def _wait_healthy(settings: Settings, components: list[Component], timeout_s: float) -> bool:

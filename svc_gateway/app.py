@@ -47,11 +47,15 @@ async def main(config: Config, stop: asyncio.Event, *, pool: LegPool | None = No
         etcd = await stack.enter_async_context(open_etcd(config.etcd))
         bus = await stack.enter_async_context(open_bus(config.nats, name="svc_gateway"))
         redis = await stack.enter_async_context(open_redis(config.redis))
-        await stack.enter_async_context(
+        server_heartbeat = await stack.enter_async_context(
             ServerHeartbeat(redis, user_keys, server_id=server_id, ttl_s=config.server_heartbeat_ttl_s)
         )
         if pool is None:
-            janus = JanusPool(ws_port=config.janus_ws_port, request_timeout_s=config.janus_request_timeout_s)
+            janus = JanusPool(
+                ws_port=config.janus_ws_port,
+                request_timeout_s=config.janus_request_timeout_s,
+                keepalive_interval_s=config.janus_keepalive_interval_s,
+            )
             stack.push_async_callback(janus.aclose)
             pool = janus
         store = StateStore(etcd, None, keyspace_from(config.etcd))
@@ -76,6 +80,7 @@ async def main(config: Config, stop: asyncio.Event, *, pool: LegPool | None = No
                 "nats": bus.is_connected,
                 "redis": await redis_reachable(redis),
                 "etcd": await etcd_reachable(etcd, probe_key),
+                "heartbeat": server_heartbeat.is_running,
             }
 
         def status() -> Mapping[str, Any]:

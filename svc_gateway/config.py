@@ -94,6 +94,12 @@ class Config:
     janus_request_timeout_s: float = setting(
         10.0, key="janus_request_timeout", parse=at_least(duration, 0.1), help="one Janus request"
     )
+    janus_keepalive_interval_s: float = setting(
+        20.0,
+        key="janus_keepalive_interval",
+        parse=at_least(duration, 0),
+        help="a client keepalive reaches Janus when its session was quiet this long (< session_timeout)",
+    )
     users_request_timeout_s: float = setting(
         2.0, key="users_request_timeout", parse=at_least(duration, 0.1), help="a status report to svc_users"
     )

@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -88,6 +89,9 @@ class AnchorLeg:
         self.participant_id: int | None = None
         self.participants: dict[int, str] = {}
         self._link = link
+        # when Janus last answered a request of this session (monotonic): any request resets
+        # Janus's session timer, so a keepalive soon after one is redundant
+        self._answered_at = time.monotonic()
         self._gone: str | None = None
         self._left = False
         self._leaving = False  # leave() runs: its own hangup/detached/gone are not news
@@ -115,12 +119,14 @@ class AnchorLeg:
                 janus_id=self.janus_id,
             )
         try:
-            return await self._link.conn.call(
+            reply = await self._link.conn.call(
                 {"session_id": self.session_id, **payload}, request, wants_event=wants_event
             )
         except SessionLost:
             self._lost("lost")
             raise
+        self._answered_at = time.monotonic()
+        return reply
 
     async def _message(
         self, body: dict[str, Any], *, jsep: Mapping[str, Any] | None = None
@@ -177,7 +183,15 @@ class AnchorLeg:
         )
 
     async def keepalive(self) -> None:
-        """Keep the session past Janus's session timeout (the client's keepalive RPC)."""
+        """Keep the session past Janus's session timeout (the client's keepalive RPC).
+
+        Sent only when Janus answered nothing of this session for the pool's
+        ``keepalive_interval_s`` (a third of Janus's 60 s session timeout by default): with
+        clients keeping alive every 15 s, every other one reaches Janus, and the session still
+        hears from us at least every 30 s.
+        """
+        if self.is_alive and time.monotonic() - self._answered_at < self._link.pool.keepalive_interval_s:
+            return
         await self._call({"janus": "keepalive"}, "keepalive")
 
     async def configure(self, *, muted: bool) -> None:
@@ -345,9 +359,12 @@ class _Link:
 class JanusPool:
     """One multiplexed Janus WebSocket per Janus instance (per process), and the legs on them."""
 
-    def __init__(self, *, ws_port: int, request_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, *, ws_port: int, request_timeout_s: float = 10.0, keepalive_interval_s: float = 20.0
+    ) -> None:
         self.ws_port = ws_port
         self.request_timeout_s = request_timeout_s
+        self.keepalive_interval_s = keepalive_interval_s
         self._links: dict[str, _Link] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._closed = False

@@ -15,7 +15,6 @@ A holder whose process lives keeps its lock: the second connection is refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from typing import Any
@@ -24,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common.errors import Unavailable
+from common.supervisor import SupervisedTask
 from common.userkeys import UserKeys
 
 __all__ = ["ConnectionLocks", "LockResult", "ServerHeartbeat"]
@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_S = 2.0
 HEARTBEAT_PERIOD_S = 1.0
+# lock refreshes per pipeline: bounded so one round trip stays short
+MAX_BATCH = 512
 
 # KEYS[1] lock; ARGV: our value, ttl ms, the heartbeat key prefix ("{p}:s:").
 # The holder's heartbeat key is derived from the value it stored ("serverId:connId"), inside the
@@ -69,6 +71,11 @@ class LockResult(enum.IntEnum):
 
 
 class ConnectionLocks:
+    """The users' connection locks. Every ``acquire`` (a connect, or a keepalive's refresh) goes
+    to Redis in a pipeline with the others waiting at that moment: one round trip and one pooled
+    connection for a burst of thousands of keepalives, instead of one each, which made the lock
+    the largest cost of a keepalive and emptied the connection pool under load."""
+
     def __init__(self, redis: Redis, keys: UserKeys, *, server_id: str, ttl_s: float) -> None:
         self._redis = redis
         self._keys = keys
@@ -76,22 +83,52 @@ class ConnectionLocks:
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._acquire: Any = redis.register_script(_ACQUIRE)
         self._release: Any = redis.register_script(_RELEASE)
+        self._pending: list[tuple[str, str, asyncio.Future[int]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def value(self, conn_id: str) -> str:
         return f"{self.server_id}:{conn_id}"
 
     async def acquire(self, user_id: str, conn_id: str) -> LockResult:
         """Take (or refresh) the user's lock for this connection; REFUSED if a live one holds it."""
-        heartbeat_prefix = self._keys.server_heartbeat("")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((user_id, conn_id, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="gateway-lock-flush")
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
-                result = await self._acquire(
-                    keys=[self._keys.conn_lock(user_id)],
-                    args=[self.value(conn_id), self._ttl_ms, heartbeat_prefix],
-                )
-        except (RedisError, TimeoutError) as exc:
+                # shielded: one caller giving up must not cancel the pipeline of the others
+                result = await asyncio.shield(future)
+        except TimeoutError as exc:
+            raise Unavailable("Redis: connection lock timed out", user_id=user_id) from exc
+        except RedisError as exc:
             raise Unavailable(f"Redis: connection lock failed: {exc}", user_id=user_id) from exc
-        return LockResult(int(result))
+        return LockResult(result)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the callers of this loop iteration join the batch
+        heartbeat_prefix = self._keys.server_heartbeat("")
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                async with asyncio.timeout(REDIS_TIMEOUT_S):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for user_id, conn_id, _ in batch:
+                            await self._acquire(
+                                keys=[self._keys.conn_lock(user_id)],
+                                args=[self.value(conn_id), self._ttl_ms, heartbeat_prefix],
+                                client=pipe,
+                            )
+                        results = await pipe.execute()
+            except (RedisError, TimeoutError, OSError) as exc:
+                failure = exc if isinstance(exc, RedisError) else RedisError(str(exc) or type(exc).__name__)
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(failure)
+                continue
+            for (_, _, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(int(result))
 
     async def release(self, user_id: str, conn_id: str) -> bool:
         """Delete the lock if it is still this connection's; never raises (a stale lock expires)."""
@@ -111,7 +148,14 @@ class ServerHeartbeat:
         self._redis = redis
         self._key = keys.server_heartbeat(server_id)
         self._ttl_ms = max(1, int(ttl_s * 1000))
-        self._task: asyncio.Task[None] | None = None
+        # Supervised: the loop handles Redis errors, but anything else used to end it, and then
+        # every connection of this gateway would look orphaned once the key expired.
+        self._task = SupervisedTask("gateway-heartbeat", self._run)
+
+    @property
+    def is_running(self) -> bool:
+        """The refresh loop runs (the ``heartbeat`` health check)."""
+        return self._task.is_running
 
     async def _beat(self) -> None:
         async with asyncio.timeout(REDIS_TIMEOUT_S):
@@ -122,7 +166,7 @@ class ServerHeartbeat:
             await self._beat()
         except (RedisError, TimeoutError) as exc:
             raise Unavailable(f"Redis: cannot write the gateway heartbeat: {exc}") from exc
-        self._task = asyncio.create_task(self._run(), name="gateway-heartbeat")
+        self._task.start()
 
     async def _run(self) -> None:
         failing = False
@@ -140,11 +184,7 @@ class ServerHeartbeat:
                 failing = False
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
                 await self._redis.delete(self._key)

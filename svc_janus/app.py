@@ -18,10 +18,19 @@ from typing import Any
 import attrs
 
 from common.bus import Bus
+from common.etcd import EtcdStore
+from common.keys import StateKey
 from common.micro import serve_micro
 from common.reconcile import ReconcileRuntime, Target
 from common.state import StateStore
-from common.wiring import ModuleHeartbeat, keyspace_from, open_bus, open_etcd, serve_http
+from common.wiring import (
+    ModuleHeartbeat,
+    etcd_reachable,
+    keyspace_from,
+    open_bus,
+    open_etcd,
+    serve_http,
+)
 from svc_janus.api import create_app
 from svc_janus.audiobridge import AudioBridge
 from svc_janus.config import Config
@@ -49,11 +58,25 @@ class JanusApp:
     monitor: JanusMonitor
     heartbeat: ModuleHeartbeat
 
+    etcd: EtcdStore
+    bus: Bus
+    heartbeat_key: str
+
+    async def health(self) -> Mapping[str, bool]:
+        """The named checks of ``/health``: all true, or the service cannot do its job."""
+        return {
+            "nats": self.bus.is_connected,
+            "etcd": await etcd_reachable(self.etcd, self.heartbeat_key),
+            "heartbeat": self.heartbeat.is_alive,
+            # a session with its AudioBridge handle: without it no room can be created or checked
+            "janus": self.client.session is not None,
+            "reconciler": self.runtime.is_running,
+            "monitor": self.monitor.is_running,
+        }
+
     def status(self) -> Mapping[str, Any]:
         session = self.client.session
-        ok = session is not None and self.runtime.is_ready and self.heartbeat.is_alive
         return {
-            "status": "ok" if ok else "unavailable",
             "service": SERVICE,
             "janusId": self.config.janus_id,
             "janus": {
@@ -65,7 +88,7 @@ class JanusApp:
             "rooms": len(self.service.held),
             "forwarders": sum(1 for h in self.service.held.values() if h.forwarder is not None),
             "restartsDetected": self.reconciler.restarts_detected,
-            "heartbeat": self.heartbeat.is_alive,
+            "monitorRestarts": self.monitor.restarts,
         }
 
 
@@ -148,8 +171,13 @@ async def running(config: Config) -> AsyncIterator[JanusApp]:
             runtime=runtime,
             monitor=monitor,
             heartbeat=heartbeat,
+            etcd=etcd,
+            bus=bus,
+            heartbeat_key=store.key(StateKey("januses", config.janus_id, "heartbeat")),
         )
-        await stack.enter_async_context(serve_http(create_app(app.status), config.http.addr, name=SERVICE))
+        await stack.enter_async_context(
+            serve_http(create_app(app.health, app.status), config.http.addr, name=SERVICE)
+        )
         await stack.enter_async_context(
             serve_micro(
                 bus,

@@ -36,6 +36,7 @@ from common.errors import AppError, log_error
 from common.keys import StateKey
 from common.reconcile import Interest, StateCache, Target
 from common.state import ABSENT, StateStore
+from common.supervisor import SupervisedTask
 from svc_janus.service import RoomService, Wanted
 
 __all__ = ["INTERESTS", "JanusMonitor", "RoomReconciler", "is_assigned"]
@@ -211,13 +212,26 @@ class JanusMonitor:
         *,
         interval_s: float,
         is_connected: Callable[[], bool],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._reconciler = reconciler
         self.interval_s = interval_s
         self._is_connected = is_connected
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        # Supervised: it used to end on the first error that was not an AppError, and then no
+        # Janus restart was noticed any more while /health still said ok.
+        self._task = SupervisedTask("janus-monitor", self._loop, sleep=sleep)
         self.checks = 0
+
+    @property
+    def is_running(self) -> bool:
+        """The check loop runs (the ``monitor`` health check)."""
+        return self._task.is_running
+
+    @property
+    def restarts(self) -> int:
+        """Times the check loop died and was started again."""
+        return self._task.restarts
 
     def wake(self) -> None:
         """Check now (the Janus client opened a new session: Janus may have restarted)."""
@@ -238,12 +252,8 @@ class JanusMonitor:
                 log_error(logger, exc, "Janus room check failed; the next one retries")
 
     async def __aenter__(self) -> JanusMonitor:
-        self._task = asyncio.create_task(self._loop(), name="janus-monitor")
+        self._task.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._task.stop()

@@ -126,7 +126,7 @@ async def running(config: Config) -> AsyncIterator[Mixer]:
                 "nats": bus.is_connected,
                 "etcd": await etcd_reachable(etcd, heartbeat_key),
                 "heartbeat": heartbeat.is_alive,
-                "reconciler": reconcile_runtime.is_ready,
+                "reconciler": reconcile_runtime.is_running,
                 "watchdog": mixer.watchdog_running,
                 "ffmpeg": mixer.ffmpeg_count(reconciler.assigned()).ok,
             }

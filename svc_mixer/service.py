@@ -48,6 +48,7 @@ from prometheus_client import Counter, Gauge
 from common.backoff import backoff_delay
 from common.errors import Unavailable
 from common.hlskey import derive_hls_key
+from common.supervisor import SupervisedTask
 from svc_mixer import hls
 from svc_mixer.ffmpeg import (
     PLAYLIST_NAME,
@@ -193,7 +194,7 @@ class Mixer:
         self.settings = settings
         self._on_exit = on_exit
         self._clock = clock
-        self._watchdog: asyncio.Task[None] | None = None
+        self._watchdog: SupervisedTask | None = None
         state = settings.state_dir
         self.pool = PortPool(settings.rtp_port_start, settings.rtp_port_end, state / "ports.json")
         self.registry = ProcessRegistry(state / "procs")
@@ -217,7 +218,7 @@ class Mixer:
 
     @property
     def watchdog_running(self) -> bool:
-        return self._watchdog is not None and not self._watchdog.done()
+        return self._watchdog is not None and self._watchdog.is_running
 
     def ffmpeg_count(self, assigned: Iterable[str]) -> FfmpegCount:
         """Compare the rooms assigned to this mixer (etcd's view) with the FFmpegs running."""
@@ -260,9 +261,10 @@ class Mixer:
         return killed
 
     def start_watchdog(self) -> None:
-        """Run :meth:`check_output` periodically until :meth:`aclose`."""
+        """Run :meth:`check_output` periodically until :meth:`aclose` (restarted if a bug ends it)."""
         if self._watchdog is None:
-            self._watchdog = asyncio.create_task(self._watch_output(), name="ffmpeg-output-watchdog")
+            self._watchdog = SupervisedTask("ffmpeg-output-watchdog", self._watch_output)
+            self._watchdog.start()
 
     async def _watch_output(self) -> None:
         interval_s = min(WATCHDOG_MAX_INTERVAL_S, self.settings.hls_time_s / 2)
@@ -314,9 +316,7 @@ class Mixer:
         """
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+            await watchdog.stop()
         await asyncio.gather(*(self._halt(room) for room in list(self._rooms.values())))
         self._rooms.clear()
         ROOMS_RUNNING.set(0)

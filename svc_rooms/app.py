@@ -29,6 +29,7 @@ from common.micro import serve_micro
 from common.reconcile import ReconcileRuntime, Target
 from common.relay import StateRelay
 from common.state import StateStore
+from common.supervisor import SupervisedTask
 from common.userkeys import UserKeys
 from common.wiring import etcd_reachable, keyspace_from, open_bus, open_etcd, open_redis, serve_http
 from svc_rooms.api import create_app
@@ -138,27 +139,28 @@ async def running(
             scan_outbox=reconcilers[0].scan_outbox,
             clock=clock,
         )
+        housekeeping: SupervisedTask | None = None
         if run_housekeeping:
-            task = asyncio.create_task(
-                housekeeper.run_forever(config.housekeeping_interval_s), name="svc_rooms-housekeeping"
+            # Supervised: without it finished rooms and orphan slots would pile up unnoticed.
+            housekeeping = await stack.enter_async_context(
+                SupervisedTask(
+                    "svc_rooms-housekeeping",
+                    lambda: housekeeper.run_forever(config.housekeeping_interval_s),
+                )
             )
-
-            async def stop_housekeeping() -> None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-            stack.push_async_callback(stop_housekeeping)
 
         probe_key = store.room_key("health-probe", Kind.META)
 
         async def health() -> dict[str, bool]:
-            return {
+            checks = {
                 "etcd": await etcd_reachable(etcd, probe_key),
                 "nats": bus.is_connected,
                 "relay": relay.is_running,
-                "reconciler": runtime.is_ready,
+                "reconciler": runtime.is_running,
             }
+            if housekeeping is not None:
+                checks["housekeeping"] = housekeeping.is_running
+            return checks
 
         def status() -> dict[str, Any]:
             return {

@@ -158,6 +158,8 @@ async def running(config: Config, *, clock: Callable[[], float] = time.time) -> 
                 "nats": bus.is_connected,
                 "etcd": await etcd_reachable(etcd, probe_key),
                 "redis": await redis_ok(),
+                "reconciler": runtime.is_running,
+                "expiry": expiry.is_running,
             }
 
         await stack.enter_async_context(

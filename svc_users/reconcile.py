@@ -14,7 +14,6 @@ enqueued, so the reconcile above clears it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from common import keys
 from common.errors import log_error
 from common.reconcile import Interest, StateCache, Target
+from common.supervisor import SupervisedTask
 from svc_users.users import UserService
 
 __all__ = ["INTERESTS", "SUBSCRIPTIONS", "ExpiryLoop", "UsersReconciler"]
@@ -64,7 +64,14 @@ class ExpiryLoop:
         self.cache = cache
         self._enqueue = enqueue
         self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        # Supervised: a pass that fails is logged and the next one retries, but something
+        # unexpected ending the loop would stop every expiry for good.
+        self._task = SupervisedTask("svc_users-expiry", self._run)
+
+    @property
+    def is_running(self) -> bool:
+        """The expiry loop runs (the ``expiry`` health check)."""
+        return self._task.is_running
 
     async def run_once(self) -> None:
         await self.users.expire_once()
@@ -83,12 +90,8 @@ class ExpiryLoop:
                 log_error(logger, exc, "expiry pass failed; the next one retries")
 
     async def __aenter__(self) -> ExpiryLoop:
-        self._task = asyncio.create_task(self._run(), name="svc_users-expiry")
+        self._task.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()

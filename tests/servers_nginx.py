@@ -31,7 +31,14 @@ PCM_RATE = 48_000
 class NginxServer(ServerProcess):
     name = "nginx"
 
-    def __init__(self, run_dir: Path, *, svc_users_port: int, port: int | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        svc_users_port: int,
+        svc_gateway_port: int | None = None,
+        port: int | None = None,
+    ) -> None:
         super().__init__(run_dir)
         self.port = port or free_port()
         self.svc_users_port = svc_users_port
@@ -44,6 +51,8 @@ class NginxServer(ServerProcess):
                 run_dir=str(self.run_dir),
                 nginx_port=self.port,
                 svc_users_port=svc_users_port,
+                # tests without a gateway: /ws then answers 502, nothing else changes
+                svc_gateway_port=svc_gateway_port or free_port(),
                 stack_user=pwd.getpwuid(os.getuid()).pw_name,
             )
         )

@@ -237,6 +237,43 @@ async def test_etcd_restart_during_changes_is_survived(tmp_path: Path, bus: Bus,
         server.stop()
 
 
+async def test_a_replayed_put_of_a_deleted_key_does_not_resurrect_it_after_a_resync(
+    etcd: EtcdStore, bus: Bus, keyspace: Keyspace
+) -> None:
+    store = StateStore(etcd, bus, keyspace)
+    skey = StateKey("rooms", "ghost", "livemeta")
+    meta = StateKey("rooms", "ghost", "meta")
+    target = Target("rooms", "ghost")
+    rec = Recorder()
+    async with runtime_for(etcd, bus, keyspace, rec) as rt:
+        await store.put(meta, room_meta("ghost"))
+        created = await store.put(skey, room_meta("ghost"))
+        await eventually(lambda: rec.last_view(target) == {"meta": room_meta("ghost")}, 5, "room seen")
+        await store.delete(skey)
+        await store.delete(meta)
+        await eventually(lambda: rec.last_view(target) == {}, 5, "delete reconciled")
+        # The resync drops the tombstones (etcd's snapshot already shows the key gone).
+        await rt._load_snapshot(initial=False)
+        assert rt.cache._tombstones == {}
+        calls = len(rec.calls)
+        # A late copy of the create, as a relay catching up or a redelivery would publish it.
+        subject, payload, _ = state_event_message(
+            keyspace,
+            meta,
+            op=records.StateOp.PUT,
+            revision=created - 1,
+            value=records.unstructure(room_meta("ghost")),
+        )
+        await bus.publish(subject, payload)
+        await store.put(StateKey("rooms", "fence", "meta"), room_meta("fence"))
+        await eventually(lambda: rec.last_view(Target("rooms", "fence")), 5, "fence event")
+        assert rt.cache.get("rooms", "ghost", "meta") is None
+        assert rt.cache.view(target) == {}
+        # not reconciled as if the room were back
+        assert [t for t, _ in rec.calls[calls:]] == [Target("rooms", "fence")]
+        assert rt.stats.events_stale >= 1
+
+
 async def test_periodic_resync_repairs_a_cache_that_missed_everything(
     etcd: EtcdStore, bus: Bus, keyspace: Keyspace
 ) -> None:
@@ -322,3 +359,35 @@ async def test_a_consumer_deleted_while_running_is_recreated_and_resnapshotted(
         # And it delivers again.
         await store.put(StateKey("rooms", "later", "meta"), room_meta("later"))
         await eventually(lambda: rec.last_view(Target("rooms", "later")), 5, "event after recreation")
+
+
+async def test_a_consume_loop_that_dies_is_restarted_and_catches_up(
+    etcd: EtcdStore, bus: Bus, keyspace: Keyspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = Recorder()
+    store = StateStore(etcd, bus, keyspace)
+    async with runtime_for(etcd, bus, keyspace, rec) as rt:
+        assert rt.is_running
+        handle = rt._handle
+        died: list[str] = []
+
+        async def dies_once(msg: Any) -> None:
+            if not died:
+                died.append(msg.subject)
+                # as a request future cancelled under it would: not a shutdown
+                raise asyncio.CancelledError
+            await handle(msg)
+
+        monkeypatch.setattr(rt, "_handle", dies_once)
+        await store.put(StateKey("rooms", "lost-in-flight", "meta"), room_meta("lost-in-flight"))
+        # Its message died with the loop, unacked (redelivered only after ack_wait, 30 s): the
+        # restarted loop re-snapshots and reconciles it well before that.
+        await eventually(
+            lambda: rec.last_view(Target("rooms", "lost-in-flight")), 5, "reconciled after restart"
+        )
+        consume = rt._loops[f"{rt.durable_name}-consume"]
+        assert died and consume.failures == 1 and consume.restarts == 1
+        assert rt.is_running
+        await store.put(StateKey("rooms", "next", "meta"), room_meta("next"))
+        await eventually(lambda: rec.last_view(Target("rooms", "next")), 5, "events flow again")
+    assert not rt.is_running

@@ -108,6 +108,7 @@ DOCUMENTED: dict[type, dict[str, str]] = {
         "WS_PING_INTERVAL": "10s",
         "SERVER_HEARTBEAT_TTL": "3s",
         "JANUS_REQUEST_TIMEOUT": "10s",
+        "JANUS_KEEPALIVE_INTERVAL": "20s",
         "USERS_REQUEST_TIMEOUT": "2s",
         "WS_RATE_PER_S": "20",
         "WS_RATE_BURST": "40",

@@ -101,7 +101,7 @@ async def test_auth_table(
         async with httpx.AsyncClient(base_url=gw.http) as http:
             health = await http.get("/health")
             assert health.status_code == 200
-            assert health.json()["checks"] == {"nats": True, "redis": True, "etcd": True}
+            assert health.json()["checks"] == {"nats": True, "redis": True, "etcd": True, "heartbeat": True}
             metrics = await http.get("/metrics")
             assert metrics.status_code == 200 and "gateway_connections" in metrics.text
             assert (await http.get("/nope")).status_code == 404

@@ -303,7 +303,8 @@ def short_janus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JanusServe
 
 
 async def test_a_session_without_keepalives_times_out(short_janus: JanusServer) -> None:
-    async with JanusPool(ws_port=short_janus.ws_port, request_timeout_s=5) as pool:
+    # the client keepalives reach Janus at most every 0.5 s, within its 2 s session timeout
+    async with JanusPool(ws_port=short_janus.ws_port, request_timeout_s=5, keepalive_interval_s=0.5) as pool:
         idle_events, kept_events = Events(), Events()
         idle, _ = await pool.open_leg(janus_id="js", host=LOOPBACK, resume=None)
         kept, _ = await pool.open_leg(janus_id="js", host=LOOPBACK, resume=None)
@@ -374,3 +375,27 @@ async def test_pool_close_tells_the_legs(janus_server: JanusServer) -> None:
     assert events.seen == [("gone", {"reason": "closed"})]
     with pytest.raises(Unavailable):
         await pool.open_leg(janus_id="j1", host=LOOPBACK, resume=None)
+
+
+async def test_keepalives_reach_janus_only_after_the_interval(short_janus: JanusServer) -> None:
+    """Keepalives every 0.2 s keep nothing alive when the pool forwards one only after 5 s of
+    quiet: Janus (2 s session timeout) times the session out. Hence the default interval of a
+    third of Janus's session timeout."""
+    async with JanusPool(ws_port=short_janus.ws_port, request_timeout_s=5, keepalive_interval_s=5) as pool:
+        events = Events()
+        leg, _ = await pool.open_leg(janus_id="js", host=LOOPBACK, resume=None)
+        leg.on_event = events
+
+        async def keep() -> None:
+            while True:
+                await leg.keepalive()
+                await asyncio.sleep(0.2)
+
+        keeper = asyncio.create_task(keep())
+        try:
+            await eventually(lambda: events.of("gone"), 8, "the session timed out")
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SessionLost):
+                await keeper
+        assert events.of("gone") == [{"reason": "timeout"}]

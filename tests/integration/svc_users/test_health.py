@@ -31,7 +31,7 @@ async def test_health_names_its_checks_and_fails_without_nats(
         assert r.json() == {
             "service": "svc_users",
             "status": "ok",
-            "checks": {"nats": True, "etcd": True, "redis": True},
+            "checks": {"nats": True, "etcd": True, "redis": True, "reconciler": True, "expiry": True},
         }
 
         await asyncio.to_thread(nats_private.stop)
@@ -43,6 +43,8 @@ async def test_health_names_its_checks_and_fails_without_nats(
                     "nats": False,
                     "etcd": True,
                     "redis": True,
+                    "reconciler": True,
+                    "expiry": True,
                 }
 
             await eventually(nats_down, 15, "503 naming nats")

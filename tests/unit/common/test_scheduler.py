@@ -272,21 +272,57 @@ async def test_failing_handler_does_not_stop_others() -> None:
     await sched.close()
 
 
-async def test_cancelled_error_from_handler_is_not_swallowed_or_retried() -> None:
+async def test_a_handler_ending_in_cancelled_error_is_a_failure_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Something inside the handler was cancelled (not the scheduler's close): the key's work is
+    # not done, so it must not be dropped silently.
     sched, clock, rec = make()
     rec.failing["a"] = asyncio.CancelledError()
     await sched.start()
+    with caplog.at_level(logging.WARNING, logger="common.scheduler"):
+        sched.enqueue("a")
+        await clock.advance(0.35)
+    assert rec.times("a") == pytest.approx([0.0, 0.1, 0.3])
+    assert rec.cancelled == ["a", "a", "a"]
+    stats = sched.stats()
+    assert (stats.failures, stats.retries, sched.attempts("a")) == (3, 3, 3)
+    assert "RunCancelled" in caplog.text
+    assert [r.levelno for r in caplog.records] == [logging.WARNING] * 3
+    del rec.failing["a"]
+    await clock.advance(1.0)
+    assert rec.finished == ["a"] and sched.attempts("a") == 0
+    await sched.close()
+
+
+async def test_a_run_task_cancelled_from_outside_is_retried_too() -> None:
+    sched, clock, rec = make()
+    rec.gates["a"] = asyncio.Event()
+    await sched.start()
     sched.enqueue("a")
     await clock.settle()
-    task_done = not sched.is_running("a")
-    await clock.advance(20.0)
-    assert task_done
-    assert rec.times("a") == [0.0]
+    sched._tasks["a"].cancel()
+    await clock.settle()
+    assert not sched.is_running("a")
+    assert sched.stats().failures == 1 and sched.pending("a")
+    rec.gates["a"].set()
+    await clock.advance(0.1)
+    assert rec.times("a") == pytest.approx([0.0, 0.1])
+    assert rec.finished == ["a"]
+    await sched.close()
+
+
+async def test_handlers_cancelled_by_close_are_not_retried() -> None:
+    sched, clock, rec = make()
+    rec.gates["a"] = asyncio.Event()
+    await sched.start()
+    sched.enqueue("a")
+    await clock.settle()
+    await sched.close(timeout_s=0)
     assert rec.cancelled == ["a"]
     assert sched.stats() == SchedulerStats(
         queue_depth=0, running=0, runs=0, failures=0, retries=0, heap_size=0
     )
-    await sched.close()
 
 
 # -- one run per key at a time ----------------------------------------------------------------

@@ -154,4 +154,4 @@ async def test_release_forgets_without_requests() -> None:
 async def test_requests_on_a_closed_connection_are_unavailable() -> None:
     _, leg, _ = make_leg()
     with pytest.raises(Unavailable, match="not connected"):
-        await leg.keepalive()
+        await leg.trickle(None)

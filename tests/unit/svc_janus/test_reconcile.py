@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -9,7 +10,7 @@ from common import records
 from common.keys import StateKey
 from common.reconcile import Target
 from common.state import StateStore, Versioned
-from svc_janus.reconcile import RoomReconciler, _forward_to, _same, is_assigned
+from svc_janus.reconcile import JanusMonitor, RoomReconciler, _forward_to, _same, is_assigned
 from tests.unit.svc_janus.test_service import FakeBridge, make
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -114,3 +115,47 @@ async def test_a_room_rebuilt_under_the_same_id_names_its_new_forwarder() -> Non
     assert rebuilt.janus_room_id == first.janus_room_id  # the previous id is tried first
     assert rebuilt.forwarder_stream_id not in (None, first.forwarder_stream_id)
     assert published == ["rtc.events.rooms.room-1.janus_restarted"]
+
+
+class _FlakyChecks:
+    """check_janus that fails with a bug once, then works."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def check_janus(self) -> list[str]:
+        self.calls += 1
+        if self.calls == 1:
+            raise KeyError("janus reply without 'list'")  # not an AppError: ended the loop before
+        return []
+
+
+async def test_the_restart_monitor_survives_an_unexpected_error() -> None:
+    gate = asyncio.Event()
+    delays: list[float] = []
+
+    async def sleep(delay_s: float) -> None:
+        delays.append(delay_s)
+        await gate.wait()
+
+    async def settle() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    checks = _FlakyChecks()
+    monitor = JanusMonitor(
+        cast(RoomReconciler, checks), interval_s=3600, is_connected=lambda: True, sleep=sleep
+    )
+    async with monitor:
+        assert monitor.is_running
+        monitor.wake()
+        await settle()
+        assert checks.calls == 1 and not monitor.is_running  # /health: monitor false
+        assert delays == [0.1]
+        gate.set()
+        await settle()
+        assert monitor.is_running and monitor.restarts == 1
+        monitor.wake()
+        await settle()
+        assert checks.calls == 2 and monitor.checks == 1 and monitor.is_running
+    assert not monitor.is_running

@@ -100,3 +100,15 @@ async def test_an_exit_is_missing_until_restarted_unless_in_backoff(
 def test_watchdog_running_follows_its_task(setup: tuple[Mixer, FakeClock, list[tuple[str, float]]]) -> None:
     mixer, _, _ = setup
     assert not mixer.watchdog_running
+
+
+async def test_the_watchdog_is_supervised_and_stops_with_the_mixer(
+    setup: tuple[Mixer, FakeClock, list[tuple[str, float]]],
+) -> None:
+    mixer, _, _ = setup
+    mixer.start_watchdog()
+    assert mixer.watchdog_running
+    watchdog = mixer._watchdog
+    assert watchdog is not None and watchdog.name == "ffmpeg-output-watchdog"
+    await mixer.aclose()
+    assert not mixer.watchdog_running
