@@ -59,6 +59,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -687,7 +688,7 @@ class Rig:
         else:
             levels = await asyncio.to_thread(tone_levels, pcm, PCM_RATE, self.frequencies.values())
             own = levels[self.frequencies[room]]
-            others = max(v for f, v in levels.items() if f != self.frequencies[room])
+            others = max((v for f, v in levels.items() if f != self.frequencies[room]), default=-math.inf)
             ok = own >= TONE_MIN_DBFS and own >= others + TONE_MARGIN_DB
             if not ok:
                 logger.info("%s %s: tone %.1f dBFS, other rooms' %.1f", room, seg.name, own, others)
