@@ -74,7 +74,7 @@ docs:
     .venv/bin/python -m common.contracts.asyncapi --out docs/asyncapi.yaml
     .venv/bin/python infra/settings_doc.py
 
-# benchmarks: just bench [GROUP...] (core rooms mixer janus gateway e2e; none = all available)
+# benchmarks: just bench [GROUP...] (core rooms mixer janus gateway faults e2e; none = all available)
 bench *GROUPS:
     @echo "==> just bench: run benchmark groups, merge figures into bench/results/latest.json"
     {{ py }} infra/stack.py install --venv-only

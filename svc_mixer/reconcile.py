@@ -51,11 +51,19 @@ def should_run(livemeta: records.LiveMeta | None, mixer_id: str) -> bool:
     )
 
 
-def forwarder_of(janus: records.JanusRecord | None) -> Forwarder | None:
+def forwarder_of(janus: records.JanusRecord | None, generation: int | None = None) -> Forwarder | None:
     """The forwarder feeding the room, None while nothing forwards to it (no record, no Janus
     room yet, forwarder stopped). A new stream id is a new RTP stream even in the same Janus
-    room (a room rebuilt after a Janus restart keeps its id)."""
+    room (a room rebuilt after a Janus restart keeps its id).
+
+    A record older than the room's ``generation`` (its livemeta's) is the previous assignment's:
+    after the room moved to this mixer, that forwarder still sends to the old mixer until
+    svc_janus moves it, so it feeds nothing here. Taking it for this mixer's input would make
+    the new forwarder look like a replaced stream and restart the FFmpeg just started for the
+    room (about a second more of silence on every mixer migration)."""
     if janus is None or janus.janus_room_id is None or janus.status is not records.JanusStatus.FORWARDING:
+        return None
+    if generation is not None and janus.generation < generation:
         return None
     return Forwarder(janus.janus_id, janus.janus_room_id, janus.generation, janus.forwarder_stream_id)
 
@@ -130,7 +138,7 @@ class RoomReconciler:
             room_id=room_id,
             nonce=livemeta.nonce,
             generation=livemeta.generation,
-            forwarder=forwarder_of(janus),
+            forwarder=forwarder_of(janus, livemeta.generation),
         )
         port = await self.mixer.ensure_stream(spec)
         desired = records.MixerRecord(

@@ -41,7 +41,7 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 # the order `just bench` runs them in when none is named
-GROUPS = ("core", "rooms", "mixer", "janus", "gateway", "e2e")
+GROUPS = ("core", "rooms", "mixer", "janus", "gateway", "faults", "e2e")
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,

@@ -221,6 +221,26 @@ async def test_new_forwarder_restarts_ffmpeg(
     assert mixer.ffmpeg_pid(room) == third
 
 
+async def test_room_moved_here_starts_ffmpeg_once(
+    store: StateStore, make_mixer: Callable[..., MixerProcess], senders: list[Any]
+) -> None:
+    """A room migrated to this mixer: its janus record still names the forwarder to the previous
+    mixer (generation 0) until svc_janus moves it here (generation 1, a new stream id). That new
+    forwarder is the stream the FFmpeg was started for, not a replacement: no restart."""
+    mixer = make_mixer()
+    await asyncio.to_thread(mixer.start)
+    room = unique_id("movedin")
+    await store.put(StateKey("rooms", room, "janus"), janus_record(1001, generation=0, stream_id=5))
+    await put_livemeta(store, room, onair(mixer.mixer_id, generation=1))
+    senders.append(send_tone(await _port_of(store, room), seconds=60))
+    await eventually(lambda: mixer.ffmpeg_pid(room) is not None, 10, "ffmpeg started")
+    first = mixer.ffmpeg_pid(room)
+    await store.put(StateKey("rooms", room, "janus"), janus_record(1001, generation=1, stream_id=6))
+    await asyncio.sleep(1.0)
+    assert mixer.ffmpeg_pid(room) == first
+    assert "forwarder changed" not in mixer.log_tail(20000)
+
+
 async def test_exhausted_port_pool_retries_the_room_later(
     store: StateStore, make_mixer: Callable[..., MixerProcess]
 ) -> None:

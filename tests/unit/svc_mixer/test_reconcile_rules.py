@@ -52,6 +52,22 @@ def test_forwarder_identity() -> None:
     assert forwarder_of(attrs.evolve(rec, status=records.JanusStatus.ROOM_CREATED)) is None
 
 
+def test_a_forwarder_of_an_earlier_generation_feeds_the_previous_mixer() -> None:
+    rec = records.JanusRecord(
+        janus_id="janus1",
+        janus_room_id=1234,
+        status=records.JanusStatus.FORWARDING,
+        forwarder_stream_id=77,
+        generation=2,
+        updated_at=NOW,
+    )
+    # the room moved here (generation 3): svc_janus has not moved the forwarder yet
+    assert forwarder_of(rec, 3) is None
+    assert forwarder_of(rec, 2) == Forwarder("janus1", 1234, 2, 77)
+    # a cache that has the janus record before the livemeta it was written for
+    assert forwarder_of(rec, 1) == Forwarder("janus1", 1234, 2, 77)
+
+
 def test_restart_delay_grows_and_is_capped() -> None:
     assert restart_delay_s(0) == 0.0
     assert restart_delay_s(1) == 0.0
