@@ -365,11 +365,14 @@ BASE_COMPONENTS: tuple[Component, ...] = (
             "$redis_port",
             "--dir",
             "$run_dir/redis",
-            # no persistence: Redis holds only volatile state (locks, user status)
+            # Room users live here (svc_users): an append-only file synced every second keeps
+            # them across a Redis restart; no RDB snapshots on top of it
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
             "--daemonize",
             "no",
         ),

@@ -579,6 +579,12 @@ class Rig:
             pin = f"pin{self.rooms.index(room):03d}"
             r = await self.http.post(f"{self.rooms_url}/api/rooms", json={"roomId": room, "pin": pin})
             assert r.status_code == 201, r.text
+        # one user per room, created before any fault: every fault must leave them in place
+        self.users: dict[str, str] = {}
+        for room in self.rooms:
+            r = await self.http.post(f"{self.origin}/api/rooms/{room}/users", json={"role": "anchor"})
+            assert r.status_code == 200, r.text
+            self.users[room] = r.json()["userID"]
         self.watch = await self._exit.enter_async_context(HlsWatch(self.hls_dir, self.rooms))
         speakers = [Speaker(room, f"pin{i:03d}", self.frequencies[room]) for i, room in enumerate(self.rooms)]
         self.speakers = await self._exit.enter_async_context(Speakers(janus_url, self.etcd, speakers))
@@ -759,12 +765,33 @@ class Rig:
                 continue
             targets[room] = (jrec.janus_room_id, mrec.host, mrec.port)
         found += await self._heartbeat_problems(keeps_down)
+        found += await self._user_problems(keeps_down)
         found += await self._janus_problems(targets)
         found += await self._ffmpeg_problems()
         found += await self._component_problems(keeps_down)
         migrated = await self.migrated_count()
         if migrated != self.migrated_expected:
             found.append(f"{migrated} migrated events, expected {self.migrated_expected}")
+        return found
+
+    async def _user_problems(self, keeps_down: Sequence[str]) -> list[str]:
+        """The users created at the start are still members of their rooms (svc_users, Redis)."""
+        if "svc_users" in keeps_down or "redis" in keeps_down:
+            return []
+        found = []
+        for room, user_id in self.users.items():
+            try:
+                r = await self.http.get(f"{self.origin}/api/rooms/{room}/users")
+                members = (
+                    {m["userId"] for m in r.json().get("members", [])} if r.status_code == 200 else set()
+                )
+            except (httpx.HTTPError, ValueError) as exc:
+                found.append(f"{room}: users not listed ({exc!r})")
+                continue
+            if r.status_code != 200:
+                found.append(f"{room}: users answered {r.status_code}")
+            elif user_id not in members:
+                found.append(f"{room}: user {user_id} lost")
         return found
 
     async def _janus_problems(self, targets: Mapping[str, tuple[int, str, int]]) -> list[str]:
