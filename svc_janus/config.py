@@ -2,8 +2,10 @@
 
 Kept from the reference: ``JANUS_ID`` (janus1), ``JANUS_ADV_HOST`` (127.0.0.1 instead of the
 container name; the host put in the heartbeat), ``JANUS_CAPACITY`` (10), ``ADMIN_SECRET`` (the
-AudioBridge ``admin_key``; refused at its default unless APP_ENV=development), ``CANARY_ROOM_ID`` (999999),
-``LEASE_TTL`` (10s), ``HTTP_ADDR`` (127.0.0.1:3002, not 8080: nginx owns 127.0.0.1:8080 here),
+AudioBridge ``admin_key``; refused at its default unless APP_ENV=development), ``CANARY_ROOM_ID``
+(999999), ``LEASE_TTL`` (5s; the reference had 10 s: a kill -9 is seen sooner, so the rooms of a
+dead module move within 20 s with svc_rooms' 15 s grace), ``HTTP_ADDR`` (127.0.0.1:3002, not 8080:
+nginx owns 127.0.0.1:8080 here),
 ``ETCD_PREFIX_ROOMS`` / ``ETCD_PREFIX_JANUSES`` and the common blocks. The reference constants
 monitor interval 5 s and keepalive 15 s became ``MONITOR_INTERVAL`` and ``KEEPALIVE_INTERVAL``
 (the keepalive is also capped at a third of the session timeout Janus reports); the 10 s Janus
@@ -69,7 +71,7 @@ class Config:
     )
     # etcd grants leases in whole seconds
     lease_ttl_s: float = setting(
-        10.0, key="lease_ttl", parse=at_least(duration, 1), help="heartbeat lease TTL (>= 1s)"
+        5.0, key="lease_ttl", parse=at_least(duration, 1), help="heartbeat lease TTL (>= 1s)"
     )
     monitor_interval_s: float = setting(
         5.0, key="monitor_interval", parse=duration, help="period of the Janus room check (restart detection)"

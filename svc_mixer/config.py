@@ -3,7 +3,7 @@
 Kept from the reference: ``MIXER_ID`` (mixer1), ``MIXER_IP`` (field ``host``: the address Janus
 forwards RTP to and the heartbeat advertises; 127.0.0.1 instead of "" = auto-detect),
 ``MIXER_CAPACITY`` (10), ``RTP_PORT_START`` / ``RTP_PORT_END`` (10000-20000), ``KEY_BASE_URL``,
-``HLS_DIR``, ``LEASE_TTL`` (10s), ``HTTP_ADDR`` (127.0.0.1:3001), ``ETCD_PREFIX_ROOMS`` /
+``HLS_DIR``, ``LEASE_TTL`` (5s, see svc_janus.config), ``HTTP_ADDR`` (127.0.0.1:3001), ``ETCD_PREFIX_ROOMS`` /
 ``ETCD_PREFIX_MIXERS`` and the common blocks.
 
 Changed defaults: ``KEY_BASE_URL`` points at svc_users (which serves the HLS keys in this
@@ -102,7 +102,7 @@ class Config:
     )
     # etcd grants leases in whole seconds
     lease_ttl_s: float = setting(
-        10.0, key="lease_ttl", parse=at_least(duration, 1), help="heartbeat lease TTL (>= 1s)"
+        5.0, key="lease_ttl", parse=at_least(duration, 1), help="heartbeat lease TTL (>= 1s)"
     )
 
     def __attrs_post_init__(self) -> None:

@@ -69,7 +69,7 @@ DOCUMENTED: dict[type, dict[str, str]] = {
         "JANUS_REQUEST_TIMEOUT": "10s",
         "ADMIN_SECRET": "***",
         "ALLOW_RTP_PARTICIPANTS": "true",
-        "LEASE_TTL": "10s",
+        "LEASE_TTL": "5s",
         "MONITOR_INTERVAL": "5s",
         "KEEPALIVE_INTERVAL": "15s",
     },
@@ -93,7 +93,7 @@ DOCUMENTED: dict[type, dict[str, str]] = {
         "AUDIO_SAMPLE_RATE": "24000",
         "FFMPEG_BIN": "ffmpeg",
         "FFMPEG_STOP_TIMEOUT": "2s",
-        "LEASE_TTL": "10s",
+        "LEASE_TTL": "5s",
     },
     GatewayConfig: {
         **COMMON,
