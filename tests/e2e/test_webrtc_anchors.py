@@ -26,7 +26,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -86,14 +86,15 @@ class Room:
         assert kv is not None
         return int(records.decode_record("janus", kv.value).janus_room_id)
 
-    async def user_token(self, display: str) -> str:
+    async def user_token(self, display: str) -> tuple[str, str]:
+        """(userID, token) of a new anchor of the room."""
         r = await self.http.post(
             f"{self.origin}/api/rooms/{self.id}/users",  # nginx proxies it to svc_users
             json={"role": "anchor", "displayName": display},
             headers=self.api_auth,
         )
         assert r.status_code == 200, r.text
-        return str(r.json()["token"])
+        return str(r.json()["userID"]), str(r.json()["token"])
 
     async def hls_pcm(self, since: float) -> array.array[int]:
         return await fresh_segment_pcm(
@@ -160,7 +161,7 @@ async def _gateway_flow(s: Stack, ns: VethNamespace, tmp_path: Path) -> None:
         # like a browser on the stack's origin: nginx proxies /ws to the gateway
         gateway = f"ws://127.0.0.1:{s.port('NGINX_PORT')}/ws"
 
-        token_a = await room.user_token("anchor A")
+        user_a, token_a = await room.user_token("anchor A")
         a = await anchors.enter_async_context(
             running(
                 AnchorProcess.gateway(
@@ -176,7 +177,7 @@ async def _gateway_flow(s: Stack, ns: VethNamespace, tmp_path: Path) -> None:
         since = await connected(a)
         assert_tones(pcm_levels(await room.hls_pcm(since)), [A_HZ], [B_HZ], "HLS with anchor A")
 
-        token_b = await room.user_token("anchor B")
+        user_b, token_b = await room.user_token("anchor B")
         b = await anchors.enter_async_context(
             running(
                 AnchorProcess.gateway(
@@ -192,6 +193,25 @@ async def _gateway_flow(s: Stack, ns: VethNamespace, tmp_path: Path) -> None:
         since = await connected(b)
         assert_tones(pcm_levels(await room.hls_pcm(since)), [A_HZ, B_HZ], [], "HLS with anchors A and B")
         await _each_hears_the_other(a, b)
+
+        # AudioBridge's talking events (aiortc sends the audio level) reach each anchor through its
+        # own handle when someone starts talking: A was there when B started. B joined while A
+        # talked already: svc_users' member list (roomStatus) tells it (the gateway reports its
+        # own user's talking), and shows both on air
+        def talking_of(user: str) -> Callable[[dict[str, Any]], bool]:
+            return lambda e: e["method"] == "talking" and e["params"] == {"userId": user, "talking": True}
+
+        def members(e: dict[str, Any]) -> dict[str, tuple[str | None, bool]]:
+            return {m["userId"]: (m.get("status"), m["talking"]) for m in e["params"]}
+
+        def all_onair_talking(e: dict[str, Any]) -> bool:
+            return e["method"] == "roomStatus" and members(e) == {
+                u: ("onair", True) for u in (user_a, user_b)
+            }
+
+        await a.wait_for("notification", talking_of(user_b), timeout_s=15)
+        for anchor in (a, b):
+            await anchor.wait_for("notification", all_onair_talking, timeout_s=15)
 
         marks = {a.name: len(a.events), b.name: len(b.events)}
         janus_pid = s.pids()["janus"]
