@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import socket
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +37,7 @@ from common.state import StateStore
 __all__ = [
     "ModuleHeartbeat",
     "etcd_reachable",
+    "instance_name",
     "keyspace_from",
     "metrics_payload",
     "open_bus",
@@ -109,6 +113,13 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[Redis]:
     finally:
         await client.aclose()
         await pool.disconnect()
+
+
+def instance_name() -> str:
+    """A durable consumer's name for a service without a module id: one per running process
+    (each process keeps its own cache), unique and a valid NATS token."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:24]
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 async def redis_reachable(redis: Redis, *, timeout_s: float = REDIS_TIMEOUT_S) -> bool:

@@ -13,10 +13,6 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
-import os
-import re
-import socket
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -31,7 +27,15 @@ from common.relay import StateRelay
 from common.state import StateStore
 from common.supervisor import SupervisedTask
 from common.userkeys import UserKeys
-from common.wiring import etcd_reachable, keyspace_from, open_bus, open_etcd, open_redis, serve_http
+from common.wiring import (
+    etcd_reachable,
+    instance_name,
+    keyspace_from,
+    open_bus,
+    open_etcd,
+    open_redis,
+    serve_http,
+)
 from svc_rooms.api import create_app
 from svc_rooms.config import Config
 from svc_rooms.housekeeping import Housekeeper
@@ -45,7 +49,6 @@ __all__ = ["SERVICE", "Rooms", "main", "running"]
 logger = logging.getLogger(__name__)
 
 SERVICE = "svc_rooms"
-_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def _version() -> str:
@@ -53,12 +56,6 @@ def _version() -> str:
         return importlib.metadata.version("audio-rtc")
     except importlib.metadata.PackageNotFoundError:
         return "0.0.0"
-
-
-def _instance_name() -> str:
-    # The durable consumer's name: one per running process (each keeps its own cache).
-    host = _NOT_TOKEN.sub("-", socket.gethostname())[:24]
-    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 @attrs.frozen(kw_only=True)
@@ -104,7 +101,7 @@ async def running(
 
         runtime = ReconcileRuntime(
             service=SERVICE,
-            instance=_instance_name(),
+            instance=instance_name(),
             etcd=etcd,
             bus=bus,
             keyspace=keyspace,

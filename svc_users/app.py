@@ -13,11 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import re
-import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -31,7 +27,15 @@ from common.micro import serve_micro
 from common.reconcile import ReconcileRuntime, Target
 from common.state import StateStore
 from common.userkeys import UserKeys
-from common.wiring import etcd_reachable, keyspace_from, open_bus, open_etcd, open_redis, serve_http
+from common.wiring import (
+    etcd_reachable,
+    instance_name,
+    keyspace_from,
+    open_bus,
+    open_etcd,
+    open_redis,
+    serve_http,
+)
 from svc_users.api import create_app
 from svc_users.config import Config
 from svc_users.members import MemberStore
@@ -46,13 +50,6 @@ logger = logging.getLogger(__name__)
 SERVICE = "svc_users"
 VERSION = "0.2.0"
 QUEUE_GROUP = "svc_users"
-_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def _instance_name() -> str:
-    # The durable consumer's name: one per running process (each keeps its own cache).
-    host = _NOT_TOKEN.sub("-", socket.gethostname())[:24]
-    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 @attrs.frozen(kw_only=True)
@@ -121,7 +118,7 @@ async def running(config: Config, *, clock: Callable[[], float] = time.time) -> 
         reconciler = UsersReconciler(users, meta_exists)
         runtime = ReconcileRuntime(
             service=SERVICE,
-            instance=_instance_name(),
+            instance=instance_name(),
             etcd=etcd,
             bus=bus,
             keyspace=keyspace,
