@@ -112,10 +112,16 @@ def root_socket(family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) ->
         return socket.socket(family, kind)
 
 
-def _ip(*args: str) -> str:
-    out = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=False)
+def _ip(*args: str, netns: str | None = None) -> str:
+    """``ip ARGS``; in the namespace ``netns`` through ``nsenter --net`` (util-linux), which only
+    switches the network namespace: ``ip -n`` also remounts ``/`` and ``/sys``, which fails in a
+    chroot (the fresh-root checks) with "mount --make-rslave /" failed."""
+    argv = ["ip", *args]
+    if netns is not None:
+        argv = ["nsenter", f"--net={NETNS_DIR / netns}", *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {out.stderr.strip()}")
+        raise RuntimeError(f"{' '.join(argv)}: {out.stderr.strip()}")
     return out.stdout
 
 
@@ -174,9 +180,9 @@ class VethNamespace:
             _ip("link", "set", ns.client_if, "netns", ns.name)
             _ip("addr", "add", f"{ns.server_ip}/30", "dev", ns.server_if)
             _ip("link", "set", ns.server_if, "up")
-            _ip("-n", ns.name, "addr", "add", f"{ns.client_ip}/30", "dev", ns.client_if)
-            _ip("-n", ns.name, "link", "set", ns.client_if, "up")
-            _ip("-n", ns.name, "link", "set", "lo", "up")
+            _ip("addr", "add", f"{ns.client_ip}/30", "dev", ns.client_if, netns=ns.name)
+            _ip("link", "set", ns.client_if, "up", netns=ns.name)
+            _ip("link", "set", "lo", "up", netns=ns.name)
         except BaseException:
             ns.delete()
             raise
