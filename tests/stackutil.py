@@ -39,6 +39,8 @@ def _load_stack() -> ModuleType:
 
 stack = _load_stack()
 COMPONENTS = tuple(c.name for c in stack.COMPONENTS)
+# TCP ports given to the stacks of this test session (never given twice)
+_HANDED_OUT: set[int] = set()
 
 
 class Stack:
@@ -48,8 +50,13 @@ class Stack:
         self.run_dir = run_dir
         names = [k for k in stack.DEFAULTS if k.endswith("_PORT") and k != "SUPERVISOR_PORT"]
         taken: set[int] = set()
-        while len(taken) < len(names):  # the OS may hand out a port it just freed twice
-            taken.add(free_port())
+        # The OS may hand out a port it just freed twice, also to the next stack of this session
+        # (seen once: two stacks given the same port, the second `up` refused it).
+        while len(taken) < len(names):
+            port = free_port()
+            if port not in _HANDED_OUT:
+                taken.add(port)
+        _HANDED_OUT.update(taken)
         ports = {name: str(port) for name, port in zip(names, sorted(taken), strict=True)}
         udp = random.Random().randrange(21000, 59000, 1000)  # room for this stack's UDP ranges
         self.env = {
