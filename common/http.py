@@ -22,6 +22,7 @@ from litestar.types import ExceptionHandlersMap
 
 from common import records
 from common.errors import AppError, InvalidInput, log_error
+from common.wiring import health_body
 
 __all__ = ["decode_body", "exception_handlers", "health_response", "json_response", "make_app"]
 
@@ -52,11 +53,9 @@ def json_response(
 
 
 def health_response(checks: Mapping[str, bool], fields: Mapping[str, Any]) -> Response[Any]:
-    """The ``/health`` answer every service gives: 200 ``"status": "ok"`` when every named check
-    is true, else 503 ``"status": "unavailable"``; ``checks`` and ``fields`` go in the body."""
-    ok = all(checks.values())
-    body = {**fields, "status": "ok" if ok else "unavailable", "checks": dict(checks)}
-    return json_response(body, 200 if ok else 503)
+    """:func:`common.wiring.health_body` as a litestar response."""
+    status, body = health_body(checks, fields)
+    return json_response(body, status)
 
 
 def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[Any]:

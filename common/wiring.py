@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,8 +35,10 @@ from common.keys import Keyspace, StateKey
 from common.state import StateStore
 
 __all__ = [
+    "REDIS_TIMEOUT_S",
     "ModuleHeartbeat",
     "etcd_reachable",
+    "health_body",
     "instance_name",
     "keyspace_from",
     "metrics_payload",
@@ -113,6 +115,14 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[Redis]:
     finally:
         await client.aclose()
         await pool.disconnect()
+
+
+def health_body(checks: Mapping[str, bool], fields: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The ``/health`` answer of every service: 200 with ``"status": "ok"`` when every named
+    check is true, else 503 with ``"status": "unavailable"``; ``checks`` and ``fields`` go in
+    the body."""
+    ok = all(checks.values())
+    return (200 if ok else 503), {**fields, "status": "ok" if ok else "unavailable", "checks": dict(checks)}
 
 
 def instance_name() -> str:

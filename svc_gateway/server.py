@@ -30,7 +30,7 @@ from websockets.http11 import Request, Response
 
 from common.errors import AppError, Unavailable, log_error
 from common.usertoken import UserClaims
-from common.wiring import metrics_payload
+from common.wiring import health_body, metrics_payload
 from svc_gateway.auth import Authenticator
 from svc_gateway.connection import Connection
 from svc_gateway.fanout import Registry
@@ -132,10 +132,8 @@ class GatewayServer:
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
         if path == "/health":
-            checks = dict(await self._health())
-            ok = all(checks.values())
-            body = {"service": "svc_gateway", "status": "ok" if ok else "unavailable", "checks": checks}
-            return _json(connection, 200 if ok else 503, body)
+            status, body = health_body(await self._health(), {"service": "svc_gateway"})
+            return _json(connection, status, body)
         if path == "/metrics":
             payload, content_type = metrics_payload()
             return _respond(connection, 200, payload, content_type)
