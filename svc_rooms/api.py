@@ -32,6 +32,7 @@ from common.errors import Forbidden, InvalidInput, Unauthorized
 from common.http import decode_body, health_response, make_app
 from common.keys import Collection
 from common.records import format_time
+from common.usertoken import bearer_token
 from common.wiring import metrics_payload
 from svc_rooms import metrics
 from svc_rooms.bodies import CreateRoomBody, MarkBody
@@ -131,11 +132,10 @@ def create_app(
     expected = api_token.encode()
 
     def api_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        header = connection.headers.get("authorization", "")
-        scheme, _sep, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(connection.headers.get("authorization"))
+        if token is None:
             raise Unauthorized("API token required (Authorization: Bearer <API token>)")
-        if not hmac.compare_digest(token.strip().encode(), expected):
+        if not hmac.compare_digest(token.encode(), expected):
             raise Forbidden("wrong API token")
 
     @post(

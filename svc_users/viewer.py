@@ -29,6 +29,7 @@ from common import records
 from common.errors import Forbidden, NotFound, Unauthorized
 from common.hlskey import derive_hls_key
 from common.ids import validate_room_id
+from common.usertoken import bearer_token
 
 __all__ = ["VIEWER_AUDIENCE", "IssuedToken", "ViewerAccess"]
 
@@ -83,12 +84,12 @@ class ViewerAccess:
 
     def check_token(self, room_id: str, authorization: str | None) -> None:
         """Raise unless ``authorization`` is ``Bearer <valid viewer token of room_id>``."""
-        scheme, _, token = (authorization or "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(authorization)
+        if token is None:
             raise Unauthorized("Authorization: Bearer <viewer token> required")
         try:
             claims = jwt.decode(
-                token.strip(),
+                token,
                 self._token_secret,
                 algorithms=[ALGORITHM],
                 audience=VIEWER_AUDIENCE,
