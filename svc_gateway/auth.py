@@ -27,10 +27,9 @@ from redis.exceptions import RedisError
 from common.errors import Forbidden, Unauthorized, Unavailable
 from common.userkeys import UserKeys
 from common.usertoken import UserClaims, bearer_token, verify_user_token
+from common.wiring import REDIS_TIMEOUT_S
 
 __all__ = ["Authenticator", "token_of"]
-
-REDIS_TIMEOUT_S = 2.0
 
 
 def token_of(path: str, headers: Mapping[str, str]) -> str | None:

@@ -26,12 +26,12 @@ from common.batch import Batcher
 from common.errors import Unavailable
 from common.supervisor import SupervisedTask
 from common.userkeys import UserKeys
+from common.wiring import REDIS_TIMEOUT_S
 
 __all__ = ["ConnectionLocks", "LockResult", "ServerHeartbeat"]
 
 logger = logging.getLogger(__name__)
 
-REDIS_TIMEOUT_S = 2.0
 HEARTBEAT_PERIOD_S = 1.0
 # lock refreshes per pipeline: bounded so one round trip stays short
 MAX_BATCH = 512

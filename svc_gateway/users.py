@@ -25,12 +25,11 @@ from common.batch import Batcher
 from common.bus import Bus
 from common.errors import AppError, Unavailable
 from common.userkeys import UserKeys
+from common.wiring import REDIS_TIMEOUT_S
 
 __all__ = ["StatusReporter", "UserState"]
 
 logger = logging.getLogger(__name__)
-
-REDIS_TIMEOUT_S = 2.0
 
 
 class StatusReporter:

@@ -21,7 +21,6 @@ import attrs
 
 from common import keys, records
 from common.bus import Bus
-from common.errors import AppError
 from common.keys import StateKey
 from common.micro import serve_micro
 from common.reconcile import ReconcileRuntime, Target
@@ -34,6 +33,7 @@ from common.wiring import (
     open_bus,
     open_etcd,
     open_redis,
+    redis_reachable,
     serve_http,
 )
 from svc_users.api import create_app
@@ -143,18 +143,11 @@ async def running(config: Config, *, clock: Callable[[], float] = time.time) -> 
 
         probe_key = state.key(StateKey("rooms", "health-probe", "livemeta"))
 
-        async def redis_ok() -> bool:
-            try:
-                await store.ping()
-            except AppError:
-                return False
-            return True
-
         async def health() -> Mapping[str, bool]:
             return {
                 "nats": bus.is_connected,
                 "etcd": await etcd_reachable(etcd, probe_key),
-                "redis": await redis_ok(),
+                "redis": await redis_reachable(redis),
                 "reconciler": runtime.is_running,
                 "expiry": expiry.is_running,
             }

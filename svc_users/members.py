@@ -340,7 +340,3 @@ class MemberStore:
         text = value.decode() if isinstance(value, bytes) else str(value)
         server_id, sep, _conn = text.partition(":")
         return server_id if sep and server_id else None
-
-    async def ping(self) -> None:
-        with redis_errors("ping"):
-            await self.client.ping()
