@@ -4,10 +4,7 @@ scheduler once, with the reason; unfed, stopping or already marked rooms are lef
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import cast
-
-import pytest
 
 from svc_mixer.ffmpeg import FfmpegProcess
 from svc_mixer.service import (
@@ -15,31 +12,13 @@ from svc_mixer.service import (
     STALL_SEGMENTS,
     Forwarder,
     Mixer,
-    MixerSettings,
     RoomSpec,
     _Room,
     stalled_for,
 )
+from tests.unit.svc_mixer.fakes import HLS_TIME_S, FakeClock, FakeProc, MixerSetup
 
-HLS_TIME_S = 2.0
 FED = Forwarder("janus1", 123456, 1, 77)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakeProc:
-    """What the watchdog reads of an FfmpegProcess."""
-
-    def __init__(self) -> None:
-        self.is_running = True
-        self.pid = 4242
-        self.last_segment: int | None = 7
 
 
 def test_stall_rule() -> None:
@@ -49,24 +28,6 @@ def test_stall_rule() -> None:
     assert stalled_for(100.0 + limit - 0.01, 100.0, HLS_TIME_S) is None
     assert stalled_for(100.0 + limit, 100.0, HLS_TIME_S) == limit
     assert stalled_for(100.0 + 9.5, 100.0, HLS_TIME_S) == 9.5
-
-
-@pytest.fixture
-def setup(tmp_path: Path) -> tuple[Mixer, FakeClock, list[tuple[str, float]]]:
-    clock = FakeClock()
-    restarts: list[tuple[str, float]] = []
-    settings = MixerSettings(
-        hls_dir=tmp_path / "hls",
-        state_dir=tmp_path / "state",
-        host="127.0.0.1",
-        key_base_url="http://127.0.0.1/hls/rooms/",
-        hls_key_secret="k" * 32,
-        rtp_port_start=10000,
-        rtp_port_end=10010,
-        hls_time_s=HLS_TIME_S,
-    )
-    mixer = Mixer(settings, on_exit=lambda room, delay: restarts.append((room, delay)), clock=clock)
-    return mixer, clock, restarts
 
 
 def _add(mixer: Mixer, clock: FakeClock, room_id: str, forwarder: Forwarder | None = FED) -> _Room:
@@ -82,7 +43,7 @@ def _add(mixer: Mixer, clock: FakeClock, room_id: str, forwarder: Forwarder | No
 
 
 def test_a_fed_room_without_new_segments_is_restarted_once(
-    setup: tuple[Mixer, FakeClock, list[tuple[str, float]]],
+    setup: MixerSetup,
 ) -> None:
     mixer, clock, restarts = setup
     room = _add(mixer, clock, "r-stall")
@@ -103,7 +64,7 @@ def test_a_fed_room_without_new_segments_is_restarted_once(
 
 
 def test_the_start_counts_when_no_segment_came_yet(
-    setup: tuple[Mixer, FakeClock, list[tuple[str, float]]],
+    setup: MixerSetup,
 ) -> None:
     mixer, clock, _ = setup
     room = _add(mixer, clock, "r-new")
@@ -120,7 +81,7 @@ def test_the_start_counts_when_no_segment_came_yet(
 
 
 def test_unfed_stopping_and_exited_rooms_are_not_watched(
-    setup: tuple[Mixer, FakeClock, list[tuple[str, float]]],
+    setup: MixerSetup,
 ) -> None:
     mixer, clock, restarts = setup
     _add(mixer, clock, "r-unfed", forwarder=None)  # nothing forwards to it: no output expected
@@ -134,7 +95,7 @@ def test_unfed_stopping_and_exited_rooms_are_not_watched(
 
 
 def test_stalls_in_a_row_back_off_and_a_segment_resets_them(
-    setup: tuple[Mixer, FakeClock, list[tuple[str, float]]],
+    setup: MixerSetup,
 ) -> None:
     mixer, clock, restarts = setup
     room = _add(mixer, clock, "r-dead-input")
